@@ -1,0 +1,254 @@
+//! Control-plane operations shared by the command line, demo mode and (later)
+//! the admin console: validation and secret handling around the store calls.
+//! Raw secrets are returned once to the caller and never stored.
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, SaltString, rand_core::OsRng};
+use serde_json::Value;
+
+use crate::crypto::{KEY_VERSION, SecretBox};
+use crate::domain::jwt::decode_claims;
+use crate::domain::keys::{self, API_KEY_KIND, OPERATOR_TOKEN_KIND};
+use crate::runtime::UpstreamSecret;
+use crate::store::{
+    AuditActor, ImportedIdentity, NewApiKey, NewIdentity, SealedSecret, Store, StoreError,
+};
+
+/// Errors of control-plane operations.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("invalid auth.json: {0}")]
+    InvalidAuthJson(String),
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("password hashing failed")]
+    PasswordHash,
+}
+
+/// Hashes an operator password with argon2id.
+pub fn hash_password(password: &str) -> Result<String, ControlError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|_| ControlError::PasswordHash)
+}
+
+/// A random password for first-run and temporary credentials.
+pub fn generate_password() -> String {
+    let bytes: [u8; 18] = rand::random();
+    base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, bytes)
+}
+
+/// Creates an operator; returns its id.
+pub async fn create_operator(
+    store: &Store,
+    actor: &AuditActor,
+    email: &str,
+    password: &str,
+    role: &str,
+) -> Result<String, ControlError> {
+    let email = email.trim();
+    if !email.contains('@') || email.len() > 254 {
+        return Err(ControlError::InvalidInput(
+            "email must be an address like name@example.com".into(),
+        ));
+    }
+    if password.chars().count() < 12 {
+        return Err(ControlError::InvalidInput(
+            "password must be at least 12 characters".into(),
+        ));
+    }
+    if role != "owner" && role != "admin" {
+        return Err(ControlError::InvalidInput(
+            "role must be owner or admin".into(),
+        ));
+    }
+    let hash = hash_password(password)?;
+    Ok(store
+        .create_operator(actor, email, &hash, role, false)
+        .await?)
+}
+
+/// Creates an operator token for the operator with `email`; returns the raw token (shown once).
+pub async fn create_operator_token(
+    store: &Store,
+    actor: &AuditActor,
+    email: &str,
+    label: &str,
+) -> Result<String, ControlError> {
+    let operator = store
+        .find_operator_by_email(email)
+        .await?
+        .ok_or_else(|| ControlError::InvalidInput(format!("no operator with email {email}")))?;
+    let token = keys::generate(OPERATOR_TOKEN_KIND);
+    store
+        .create_operator_token(
+            actor,
+            &operator.id,
+            label,
+            &token.prefix,
+            &token.secret_hash,
+        )
+        .await?;
+    Ok(token.raw)
+}
+
+/// Validates a slug: lower-case letters, digits and dashes.
+pub fn validate_slug(slug: &str) -> Result<(), ControlError> {
+    let ok = !slug.is_empty()
+        && slug.len() <= 64
+        && slug
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ControlError::InvalidInput(
+            "slug must be 1-64 characters of a-z, 0-9 and -".into(),
+        ))
+    }
+}
+
+/// Parsed and validated `auth.json`.
+#[derive(Debug, Clone)]
+pub struct ParsedAuthJson {
+    pub identity: NewIdentity,
+    pub secret: UpstreamSecret,
+}
+
+/// Largest accepted `auth.json`.
+pub const MAX_AUTH_JSON_BYTES: usize = 64 * 1024;
+
+/// Reads a Codex CLI `auth.json`: tokens present, JWT-shaped, account id known.
+pub fn parse_auth_json(text: &str, label: Option<&str>) -> Result<ParsedAuthJson, ControlError> {
+    let bad = |m: &str| ControlError::InvalidAuthJson(m.to_owned());
+    if text.len() > MAX_AUTH_JSON_BYTES {
+        return Err(bad("file is larger than 64 KB"));
+    }
+    let root: Value = serde_json::from_str(text).map_err(|e| {
+        bad(&format!(
+            "not JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let tokens = root
+        .get("tokens")
+        .and_then(Value::as_object)
+        .ok_or_else(|| bad("missing \"tokens\" object (is this an API-key login?)"))?;
+    let text_field = |name: &str| {
+        tokens
+            .get(name)
+            .and_then(Value::as_str)
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+    };
+    let access_token =
+        text_field("access_token").ok_or_else(|| bad("tokens.access_token is missing"))?;
+    let refresh_token =
+        text_field("refresh_token").ok_or_else(|| bad("tokens.refresh_token is missing"))?;
+    let id_token = text_field("id_token");
+    let access_claims =
+        decode_claims(&access_token).ok_or_else(|| bad("tokens.access_token is not a JWT"))?;
+    let id_claims = match &id_token {
+        Some(t) => Some(decode_claims(t).ok_or_else(|| bad("tokens.id_token is not a JWT"))?),
+        None => None,
+    };
+    let from_id =
+        |f: fn(&crate::domain::jwt::TokenClaims) -> Option<String>| id_claims.as_ref().and_then(f);
+    let account_id = text_field("account_id")
+        .or_else(|| from_id(|c| c.chatgpt_account_id.clone()))
+        .or_else(|| access_claims.chatgpt_account_id.clone())
+        .ok_or_else(|| bad("no ChatGPT account id in tokens.account_id or the token claims"))?;
+    let email = from_id(|c| c.email.clone()).or_else(|| access_claims.email.clone());
+    let plan_type = from_id(|c| c.chatgpt_plan_type.clone())
+        .or_else(|| access_claims.chatgpt_plan_type.clone());
+    let user_id =
+        from_id(|c| c.chatgpt_user_id.clone()).or_else(|| access_claims.chatgpt_user_id.clone());
+    let label = label
+        .map(str::to_owned)
+        .or_else(|| email.clone())
+        .unwrap_or_else(|| {
+            format!(
+                "account {}",
+                account_id.chars().take(12).collect::<String>()
+            )
+        });
+    Ok(ParsedAuthJson {
+        identity: NewIdentity {
+            label,
+            email,
+            chatgpt_account_id: account_id,
+            chatgpt_user_id: user_id,
+            plan_type,
+            base_url: None,
+            auth_base_url: None,
+            access_token_expires_at: access_claims.exp.map(|s| s * 1000),
+        },
+        secret: UpstreamSecret {
+            access_token,
+            refresh_token,
+            id_token,
+        },
+    })
+}
+
+/// Imports a parsed `auth.json` into a Pool, sealing the tokens for the row.
+pub async fn import_auth_json(
+    store: &Store,
+    secret_box: &SecretBox,
+    actor: &AuditActor,
+    pool_id: &str,
+    parsed: &ParsedAuthJson,
+) -> Result<ImportedIdentity, ControlError> {
+    let plain = serde_json::to_vec(&parsed.secret)
+        .map_err(|e| ControlError::InvalidInput(e.to_string()))?;
+    let imported = store
+        .import_identity(actor, pool_id, &parsed.identity, |row_id| {
+            let (ciphertext, nonce) = secret_box.seal(row_id, &plain).map_err(|e| e.to_string())?;
+            Ok(SealedSecret {
+                ciphertext,
+                nonce,
+                key_version: KEY_VERSION,
+            })
+        })
+        .await?;
+    Ok(imported)
+}
+
+/// Creates an API key; returns (key id, raw key shown once).
+pub async fn create_api_key(
+    store: &Store,
+    actor: &AuditActor,
+    pool_id: &str,
+    name: &str,
+    allowed_models: Option<Vec<String>>,
+    expires_at: Option<i64>,
+) -> Result<(String, String), ControlError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 120 {
+        return Err(ControlError::InvalidInput(
+            "key name must be 1-120 characters".into(),
+        ));
+    }
+    let key = keys::generate(API_KEY_KIND);
+    let id = store
+        .create_api_key(
+            actor,
+            &NewApiKey {
+                pool_id: pool_id.to_owned(),
+                display_name: name.to_owned(),
+                key_prefix: key.prefix.clone(),
+                key_hash: key.secret_hash.clone(),
+                expires_at,
+                allowed_models,
+                enforced_model: None,
+            },
+        )
+        .await?;
+    Ok((id, key.raw))
+}

@@ -1,0 +1,8 @@
+//! Pure rules of the product: key material, token claims, pricing and cost,
+//! stream-terminal classification, usage extraction. Nothing here does I/O.
+
+pub mod classify;
+pub mod jwt;
+pub mod keys;
+pub mod pricing;
+pub mod usage;

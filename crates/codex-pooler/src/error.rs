@@ -1,0 +1,133 @@
+//! The client-facing error of the data plane: one enum, each variant with its
+//! HTTP status and code, rendered as the OpenAI envelope
+//! `{"error":{"message","type","code","param"}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+/// Errors a data-plane client can see.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GatewayError {
+    #[error("api key is required")]
+    ApiKeyMissing,
+    #[error("api key is paused")]
+    ApiKeyPaused,
+    #[error("api key is revoked")]
+    ApiKeyRevoked,
+    #[error("api key is expired")]
+    ApiKeyExpired,
+    #[error("{message}")]
+    InvalidRequest {
+        message: String,
+        param: Option<&'static str>,
+    },
+    #[error("model '{0}' is not available in this Pool")]
+    InvalidModel(String),
+    #[error("model '{0}' is not allowed for this API key")]
+    ModelNotAllowed(String),
+    #[error("no healthy eligible backend is currently available")]
+    NoEligibleBackend,
+    #[error("request body is larger than {limit} bytes")]
+    RequestTooLarge { limit: usize },
+    #[error("compressed request body is larger than {limit} bytes")]
+    CompressedRequestTooLarge { limit: usize },
+    #[error("decompressed request body is larger than {limit} bytes")]
+    DecompressedRequestTooLarge { limit: usize },
+    #[error("request body decompression ratio exceeds {limit}:1")]
+    DecompressionRatioExceeded { limit: usize },
+    #[error("request body decompression took too long")]
+    DecompressionTimeout,
+    #[error("content-encoding '{0}' is not supported (use zstd, gzip or deflate)")]
+    UnsupportedContentEncoding(String),
+    #[error("request body could not be decompressed as {0}")]
+    InvalidCompressedBody(&'static str),
+    #[error("content-type must be application/json")]
+    UnsupportedMediaType,
+    #[error("upstream request failed")]
+    UpstreamRequestFailed,
+    #[error("internal error")]
+    Internal,
+}
+
+impl GatewayError {
+    /// HTTP status of the error.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::ApiKeyMissing
+            | Self::ApiKeyPaused
+            | Self::ApiKeyRevoked
+            | Self::ApiKeyExpired => StatusCode::UNAUTHORIZED,
+            Self::InvalidRequest { .. }
+            | Self::InvalidModel(_)
+            | Self::InvalidCompressedBody(_) => StatusCode::BAD_REQUEST,
+            Self::ModelNotAllowed(_) => StatusCode::FORBIDDEN,
+            Self::NoEligibleBackend => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RequestTooLarge { .. }
+            | Self::CompressedRequestTooLarge { .. }
+            | Self::DecompressedRequestTooLarge { .. }
+            | Self::DecompressionRatioExceeded { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::DecompressionTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::UnsupportedContentEncoding(_) | Self::UnsupportedMediaType => {
+                StatusCode::UNSUPPORTED_MEDIA_TYPE
+            }
+            Self::UpstreamRequestFailed => StatusCode::BAD_GATEWAY,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Sanitized error code, also recorded on request rows.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::ApiKeyMissing => "api_key_missing",
+            Self::ApiKeyPaused => "api_key_paused",
+            Self::ApiKeyRevoked => "api_key_revoked",
+            Self::ApiKeyExpired => "api_key_expired",
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::InvalidModel(_) => "invalid_model",
+            Self::ModelNotAllowed(_) => "model_not_allowed",
+            Self::NoEligibleBackend => "no_eligible_backend",
+            Self::RequestTooLarge { .. } => "request_too_large",
+            Self::CompressedRequestTooLarge { .. } => "compressed_request_too_large",
+            Self::DecompressedRequestTooLarge { .. } => "decompressed_request_too_large",
+            Self::DecompressionRatioExceeded { .. } => "decompression_ratio_exceeded",
+            Self::DecompressionTimeout => "request_decompression_timeout",
+            Self::UnsupportedContentEncoding(_) => "unsupported_content_encoding",
+            Self::InvalidCompressedBody(_) => "invalid_compressed_body",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::UpstreamRequestFailed => "upstream_request_failed",
+            Self::Internal => "internal_error",
+        }
+    }
+
+    fn param(&self) -> Option<&'static str> {
+        match self {
+            Self::InvalidRequest { param, .. } => *param,
+            Self::InvalidModel(_) | Self::ModelNotAllowed(_) | Self::NoEligibleBackend => {
+                Some("model")
+            }
+            _ => None,
+        }
+    }
+
+    /// The OpenAI-shaped body.
+    pub fn body(&self) -> serde_json::Value {
+        error_body(
+            &self.to_string(),
+            "invalid_request_error",
+            self.code(),
+            self.param(),
+        )
+    }
+}
+
+/// Builds `{"error":{"message","type","code","param"}}`.
+pub fn error_body(message: &str, kind: &str, code: &str, param: Option<&str>) -> serde_json::Value {
+    json!({"error": {"message": message, "type": kind, "code": code, "param": param}})
+}
+
+impl IntoResponse for GatewayError {
+    fn into_response(self) -> Response {
+        (self.status(), axum::Json(self.body())).into_response()
+    }
+}

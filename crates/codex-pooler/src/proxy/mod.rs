@@ -1,0 +1,60 @@
+//! The data plane: the routes clients call as they would call the Codex
+//! backend. Handlers are thin; the pipeline lives in `responses`.
+
+pub mod admission;
+pub mod ingress;
+pub mod models;
+pub mod relay;
+pub mod responses;
+pub mod routing;
+pub mod sse;
+pub mod upstream;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::{get, post};
+
+use crate::runtime::Runtime;
+use responses::Route;
+
+/// The data-plane route table.
+pub fn router() -> Router<Arc<Runtime>> {
+    Router::new()
+        .route("/backend-api/codex/responses", post(responses_handler))
+        .route("/backend-api/codex/v1/responses", post(responses_handler))
+        .route(
+            "/backend-api/codex/responses/compact",
+            post(compact_handler),
+        )
+        .route(
+            "/backend-api/codex/v1/responses/compact",
+            post(compact_handler),
+        )
+        .route("/backend-api/codex/models", get(models_handler))
+        .route("/backend-api/codex/v1/models", get(models_handler))
+}
+
+async fn responses_handler(
+    State(rt): State<Arc<Runtime>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    responses::handle(rt, Route::Responses, headers, body).await
+}
+
+async fn compact_handler(
+    State(rt): State<Arc<Runtime>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    responses::handle(rt, Route::Compact, headers, body).await
+}
+
+async fn models_handler(State(rt): State<Arc<Runtime>>, headers: HeaderMap) -> Response {
+    models::handle(rt, headers).await
+}

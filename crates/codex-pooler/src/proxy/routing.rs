@@ -1,0 +1,156 @@
+//! Choosing the order in which a Pool's accounts are tried: rendezvous
+//! (highest-random-weight) hashing of each assignment against a per-request
+//! seed. A session anchor as seed keeps a conversation on the same account;
+//! without one the seed is random, spreading load.
+
+use std::hash::{Hash, Hasher};
+
+use serde_json::{Value, json};
+
+use crate::runtime::{Candidate, PoolSnapshot};
+
+/// Where the routing seed came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seed {
+    pub kind: &'static str,
+    pub value: String,
+}
+
+/// Picks the seed: the first session anchor present, else a random value.
+pub fn seed_for(
+    headers: &axum::http::HeaderMap,
+    body: Option<&serde_json::Map<String, Value>>,
+) -> Seed {
+    for (kind, name) in [
+        ("turn_state", "x-codex-turn-state"),
+        ("window_id", "x-codex-window-id"),
+        ("session_id", "session_id"),
+        ("session_id", "session-id"),
+    ] {
+        if let Some(v) = headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| !v.is_empty())
+        {
+            return Seed {
+                kind,
+                value: v.to_owned(),
+            };
+        }
+    }
+    if let Some(key) = body
+        .and_then(|b| b.get("prompt_cache_key"))
+        .and_then(Value::as_str)
+        .filter(|v| !v.is_empty())
+    {
+        return Seed {
+            kind: "prompt_cache_key",
+            value: key.to_owned(),
+        };
+    }
+    Seed {
+        kind: "random",
+        value: format!("{:016x}", rand::random::<u64>()),
+    }
+}
+
+fn weight(seed: &str, assignment_id: &str) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    seed.hash(&mut hasher);
+    assignment_id.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// Assignment ids in rendezvous order for `seed` (highest weight first).
+pub fn rendezvous_order<'a>(
+    seed: &str,
+    assignment_ids: impl IntoIterator<Item = &'a str>,
+) -> Vec<&'a str> {
+    let mut scored: Vec<(u64, &str)> = assignment_ids
+        .into_iter()
+        .map(|id| (weight(seed, id), id))
+        .collect();
+    scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+    scored.into_iter().map(|(_, id)| id).collect()
+}
+
+/// The routing decision for one request.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Candidates to try, in order (at most the Pool's ring size).
+    pub ring: Vec<Candidate>,
+    /// Why each other assignment was left out.
+    pub excluded: Vec<(String, &'static str)>,
+    /// Earliest quota reset among accounts left out for exhausted quota.
+    pub earliest_quota_reset: Option<i64>,
+    pub explanation: Value,
+}
+
+/// Orders the Pool's candidates for a request.
+pub fn plan(pool: &PoolSnapshot, seed: &Seed, now_secs: i64) -> Plan {
+    let mut excluded = Vec::new();
+    let mut earliest_quota_reset: Option<i64> = None;
+    let mut usable: Vec<&Candidate> = Vec::new();
+    for c in &pool.candidates {
+        if let Some(reason) = c.exclusion {
+            excluded.push((c.assignment_id.clone(), reason));
+        } else if c.identity.is_exhausted(now_secs) {
+            let reset = c.identity.exhausted_until();
+            earliest_quota_reset = Some(earliest_quota_reset.map_or(reset, |e: i64| e.min(reset)));
+            excluded.push((c.assignment_id.clone(), "quota_exhausted"));
+        } else {
+            usable.push(c);
+        }
+    }
+    let order = rendezvous_order(&seed.value, usable.iter().map(|c| c.assignment_id.as_str()));
+    let ring: Vec<Candidate> = order
+        .iter()
+        .take(pool.ring_size)
+        .filter_map(|id| {
+            usable
+                .iter()
+                .find(|c| c.assignment_id == *id)
+                .map(|c| (*c).clone())
+        })
+        .collect();
+    let explanation = json!({
+        "strategy": pool.strategy,
+        "seed_kind": seed.kind,
+        "ring_size": pool.ring_size,
+        "ring": ring.iter().map(|c| json!({"assignment_id": c.assignment_id, "label": c.label})).collect::<Vec<_>>(),
+        "excluded": excluded.iter().map(|(id, reason)| json!({"assignment_id": id, "reasons": [reason]})).collect::<Vec<_>>(),
+    });
+    Plan {
+        ring,
+        excluded,
+        earliest_quota_reset,
+        explanation,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_is_stable_for_a_seed_and_varies_across_seeds() {
+        let ids = ["a", "b", "c", "d"];
+        let first = rendezvous_order("seed-1", ids);
+        assert_eq!(first, rendezvous_order("seed-1", ids));
+        assert_eq!(first.len(), 4);
+        let firsts: std::collections::HashSet<_> = (0..64)
+            .map(|i| rendezvous_order(&format!("s{i}"), ids)[0])
+            .collect();
+        assert!(
+            firsts.len() > 1,
+            "different seeds should lead to different first picks"
+        );
+    }
+
+    #[test]
+    fn removing_one_assignment_keeps_the_others_relative_order() {
+        let full = rendezvous_order("k", ["a", "b", "c", "d"]);
+        let without_b: Vec<_> = full.iter().copied().filter(|id| *id != "b").collect();
+        assert_eq!(rendezvous_order("k", ["a", "c", "d"]), without_b);
+    }
+}

@@ -1,0 +1,633 @@
+//! Shared state of the running gateway and the in-memory views that keep the
+//! database off the request path: verified API keys, Pool routing snapshots,
+//! decrypted upstream credentials, quota exhaustion, and single-flight token
+//! refresh. Each cached view expires after a few seconds so changes made by
+//! other instances or the command line are picked up.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Settings;
+use crate::crypto::{KEY_VERSION, SecretBox};
+use crate::domain::jwt::decode_claims;
+use crate::domain::pricing::PriceTable;
+use crate::recorder::Recorder;
+use crate::store::{ApiKeyRow, AssignmentRow, SealedSecret, Store, StoreError, SyncedModel};
+use crate::time::{now_ms, now_secs};
+
+const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
+const POOL_CACHE_TTL: Duration = Duration::from_secs(3);
+const KEY_CACHE_MAX: usize = 50_000;
+/// Refresh an access token this long before its `exp`.
+const PROACTIVE_REFRESH_SECS: i64 = 60;
+
+/// The decrypted credential bundle of an upstream identity.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct UpstreamSecret {
+    pub access_token: String,
+    pub refresh_token: String,
+    #[serde(default)]
+    pub id_token: Option<String>,
+}
+
+impl std::fmt::Debug for UpstreamSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("UpstreamSecret(..)")
+    }
+}
+
+/// Credentials in memory with the generation they were stored under.
+#[derive(Clone, Debug)]
+pub struct Credentials {
+    pub secret: UpstreamSecret,
+    pub generation: i64,
+    pub expires_at: Option<i64>,
+}
+
+/// Per-identity state shared by every Pool that holds the identity.
+#[derive(Debug)]
+pub struct IdentityState {
+    pub id: String,
+    credentials: RwLock<Credentials>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    /// Unix seconds until which the account is known to be out of quota.
+    exhausted_until: AtomicI64,
+}
+
+impl IdentityState {
+    pub fn credentials(&self) -> Credentials {
+        match self.credentials.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_credentials(&self, creds: Credentials) {
+        match self.credentials.write() {
+            Ok(mut c) => *c = creds,
+            Err(poisoned) => *poisoned.into_inner() = creds,
+        }
+    }
+
+    /// Records quota exhaustion until `reset_at` (unix seconds).
+    pub fn mark_exhausted_until(&self, reset_at: i64) {
+        self.exhausted_until.fetch_max(reset_at, Ordering::Relaxed);
+    }
+
+    /// Whether the account is known to be out of quota now.
+    pub fn is_exhausted(&self, now: i64) -> bool {
+        self.exhausted_until.load(Ordering::Relaxed) > now
+    }
+
+    pub fn exhausted_until(&self) -> i64 {
+        self.exhausted_until.load(Ordering::Relaxed)
+    }
+}
+
+/// One assignment of a Pool as the router sees it.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    pub assignment_id: String,
+    pub identity: Arc<IdentityState>,
+    pub label: String,
+    pub email: Option<String>,
+    pub plan_type: Option<String>,
+    pub chatgpt_account_id: String,
+    pub base_url: String,
+    pub auth_base_url: String,
+    /// False when the assignment or identity is paused or needs reauthorization.
+    pub routable: bool,
+    pub exclusion: Option<&'static str>,
+}
+
+/// A Pool's routing view.
+#[derive(Debug)]
+pub struct PoolSnapshot {
+    pub pool_id: String,
+    pub active: bool,
+    pub ring_size: usize,
+    pub strategy: String,
+    pub v1_compatibility_enabled: bool,
+    pub candidates: Vec<Candidate>,
+    /// Catalog slugs with their raw JSON, sorted by slug.
+    pub models: Vec<(String, String)>,
+    loaded_at: Instant,
+}
+
+impl PoolSnapshot {
+    /// Whether the Pool's catalog knows `model`. An empty catalog (never synced)
+    /// knows nothing and forbids nothing.
+    pub fn model_known(&self, model: &str) -> Option<bool> {
+        if self.models.is_empty() {
+            None
+        } else {
+            Some(self.models.iter().any(|(slug, _)| slug == model))
+        }
+    }
+}
+
+#[derive(Clone)]
+enum CachedKey {
+    Found(Arc<ApiKeyRow>, Instant),
+    Missing(Instant),
+}
+
+/// Why a token refresh failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshError {
+    /// The refresh token is dead; the account needs a new login.
+    ReauthRequired(String),
+    /// The token endpoint failed in a way that may pass.
+    Transient(String),
+}
+
+impl RefreshError {
+    pub fn code(&self) -> &str {
+        match self {
+            RefreshError::ReauthRequired(c) | RefreshError::Transient(c) => c,
+        }
+    }
+}
+
+/// The gateway's shared state.
+pub struct Runtime {
+    pub settings: Settings,
+    pub store: Store,
+    pub secret_box: SecretBox,
+    pub prices: PriceTable,
+    pub http: reqwest::Client,
+    pub recorder: Recorder,
+    pub tasks: TaskTracker,
+    pub shutdown: CancellationToken,
+    keys: RwLock<HashMap<String, CachedKey>>,
+    pools: RwLock<HashMap<String, Arc<PoolSnapshot>>>,
+    pool_load: tokio::sync::Mutex<()>,
+    identities: Mutex<HashMap<String, Arc<IdentityState>>>,
+    key_last_used: Mutex<HashMap<String, i64>>,
+}
+
+impl std::fmt::Debug for Runtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Runtime")
+    }
+}
+
+/// Builds the upstream HTTP client.
+pub fn build_http_client() -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(90))
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()
+}
+
+impl Runtime {
+    pub fn new(
+        settings: Settings,
+        store: Store,
+        secret_box: SecretBox,
+        prices: PriceTable,
+        http: reqwest::Client,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let recorder = Recorder::start(store.clone(), &tasks);
+        Runtime {
+            settings,
+            store,
+            secret_box,
+            prices,
+            http,
+            recorder,
+            tasks,
+            shutdown,
+            keys: RwLock::new(HashMap::new()),
+            pools: RwLock::new(HashMap::new()),
+            pool_load: tokio::sync::Mutex::new(()),
+            identities: Mutex::new(HashMap::new()),
+            key_last_used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Forgets every cached view (after an admin change in this process).
+    pub fn invalidate_caches(&self) {
+        if let Ok(mut keys) = self.keys.write() {
+            keys.clear();
+        }
+        if let Ok(mut pools) = self.pools.write() {
+            pools.clear();
+        }
+    }
+
+    /// Looks an API key up by prefix, through a short-lived cache that also
+    /// remembers unknown prefixes (so unknown keys cannot flood the database).
+    pub async fn api_key(&self, prefix: &str) -> Result<Option<Arc<ApiKeyRow>>, StoreError> {
+        if let Ok(keys) = self.keys.read()
+            && let Some(entry) = keys.get(prefix)
+        {
+            match entry {
+                CachedKey::Found(row, at) if at.elapsed() < KEY_CACHE_TTL => {
+                    return Ok(Some(row.clone()));
+                }
+                CachedKey::Missing(at) if at.elapsed() < KEY_CACHE_TTL => return Ok(None),
+                _ => {}
+            }
+        }
+        let row = self
+            .store
+            .find_api_key_by_prefix(prefix)
+            .await?
+            .map(Arc::new);
+        if let Ok(mut keys) = self.keys.write() {
+            if keys.len() >= KEY_CACHE_MAX {
+                keys.retain(|_, v| match v {
+                    CachedKey::Found(_, at) | CachedKey::Missing(at) => {
+                        at.elapsed() < KEY_CACHE_TTL
+                    }
+                });
+                if keys.len() >= KEY_CACHE_MAX {
+                    keys.clear();
+                }
+            }
+            let entry = match &row {
+                Some(r) => CachedKey::Found(r.clone(), Instant::now()),
+                None => CachedKey::Missing(Instant::now()),
+            };
+            keys.insert(prefix.to_owned(), entry);
+        }
+        Ok(row)
+    }
+
+    /// Notes that a key was used; written at most once a minute per key.
+    pub fn touch_key(&self, api_key_id: &str) {
+        let now = now_ms();
+        let due = match self.key_last_used.lock() {
+            Ok(mut map) => {
+                let last = map.get(api_key_id).copied().unwrap_or(0);
+                if now - last >= 60_000 {
+                    map.insert(api_key_id.to_owned(), now);
+                    true
+                } else {
+                    false
+                }
+            }
+            Err(_) => false,
+        };
+        if due {
+            self.recorder.send_now(crate::store::RecordEvent::KeyUsed {
+                api_key_id: api_key_id.to_owned(),
+                at: now,
+            });
+        }
+    }
+
+    /// The Pool's routing snapshot, reloaded when older than a few seconds.
+    pub async fn pool(&self, pool_id: &str) -> Result<Option<Arc<PoolSnapshot>>, StoreError> {
+        if let Some(s) = self.cached_pool(pool_id) {
+            return Ok(Some(s));
+        }
+        let _guard = self.pool_load.lock().await;
+        if let Some(s) = self.cached_pool(pool_id) {
+            return Ok(Some(s));
+        }
+        let Some(settings) = self.store.load_pool_settings(pool_id).await? else {
+            return Ok(None);
+        };
+        let assignments = self.store.load_pool_assignments(pool_id).await?;
+        let models = self
+            .store
+            .list_pool_models(pool_id)
+            .await?
+            .into_iter()
+            .map(|m| (m.slug, m.raw_json))
+            .collect();
+        let mut candidates = Vec::with_capacity(assignments.len());
+        for row in assignments {
+            match self.candidate_from_row(row) {
+                Ok(c) => candidates.push(c),
+                Err(err) => {
+                    tracing::error!(error = %err, "an upstream identity's credentials could not be decrypted")
+                }
+            }
+        }
+        let snapshot = Arc::new(PoolSnapshot {
+            pool_id: settings.pool_id.clone(),
+            active: settings.pool_status == "active",
+            ring_size: usize::try_from(settings.bridge_ring_size)
+                .unwrap_or(3)
+                .max(1),
+            strategy: settings.routing_strategy,
+            v1_compatibility_enabled: settings.v1_compatibility_enabled,
+            candidates,
+            models,
+            loaded_at: Instant::now(),
+        });
+        if let Ok(mut pools) = self.pools.write() {
+            pools.insert(pool_id.to_owned(), snapshot.clone());
+        }
+        Ok(Some(snapshot))
+    }
+
+    fn cached_pool(&self, pool_id: &str) -> Option<Arc<PoolSnapshot>> {
+        let pools = self.pools.read().ok()?;
+        let s = pools.get(pool_id)?;
+        (s.loaded_at.elapsed() < POOL_CACHE_TTL).then(|| s.clone())
+    }
+
+    fn decrypt(
+        &self,
+        identity_id: &str,
+        ciphertext: &[u8],
+        nonce: &[u8],
+    ) -> Result<UpstreamSecret, String> {
+        let plain = self
+            .secret_box
+            .open(identity_id, ciphertext, nonce)
+            .map_err(|e| e.to_string())?;
+        serde_json::from_slice(&plain)
+            .map_err(|_| "stored credential bundle is not valid".to_owned())
+    }
+
+    /// Seals a credential bundle for an identity row.
+    pub fn seal(&self, identity_id: &str, secret: &UpstreamSecret) -> Result<SealedSecret, String> {
+        let plain = serde_json::to_vec(secret).map_err(|e| e.to_string())?;
+        let (ciphertext, nonce) = self
+            .secret_box
+            .seal(identity_id, &plain)
+            .map_err(|e| e.to_string())?;
+        Ok(SealedSecret {
+            ciphertext,
+            nonce,
+            key_version: KEY_VERSION,
+        })
+    }
+
+    fn candidate_from_row(&self, row: AssignmentRow) -> Result<Candidate, String> {
+        let identity = self.identity_state(&row)?;
+        let exclusion = if row.assignment_status != "active" {
+            Some("assignment_paused")
+        } else {
+            match row.identity_status.as_str() {
+                "active" | "refresh_failed" => None,
+                "paused" => Some("identity_paused"),
+                "reauth_required" => Some("identity_reauth_required"),
+                _ => Some("identity_unavailable"),
+            }
+        };
+        Ok(Candidate {
+            assignment_id: row.assignment_id,
+            identity,
+            label: row.label,
+            email: row.email,
+            plan_type: row.plan_type,
+            chatgpt_account_id: row.chatgpt_account_id,
+            base_url: trim_base(
+                row.base_url
+                    .as_deref()
+                    .unwrap_or(&self.settings.upstream_base_url),
+            ),
+            auth_base_url: trim_base(
+                row.auth_base_url
+                    .as_deref()
+                    .unwrap_or(&self.settings.auth_base_url),
+            ),
+            routable: exclusion.is_none(),
+            exclusion,
+        })
+    }
+
+    fn identity_state(&self, row: &AssignmentRow) -> Result<Arc<IdentityState>, String> {
+        let existing = self
+            .identities
+            .lock()
+            .ok()
+            .and_then(|map| map.get(&row.identity_id).cloned());
+        if let Some(state) = existing {
+            if state.credentials().generation < row.credential_generation {
+                let secret =
+                    self.decrypt(&row.identity_id, &row.secret_ciphertext, &row.secret_nonce)?;
+                state.set_credentials(Credentials {
+                    secret,
+                    generation: row.credential_generation,
+                    expires_at: row.access_token_expires_at,
+                });
+            }
+            return Ok(state);
+        }
+        let secret = self.decrypt(&row.identity_id, &row.secret_ciphertext, &row.secret_nonce)?;
+        let state = Arc::new(IdentityState {
+            id: row.identity_id.clone(),
+            credentials: RwLock::new(Credentials {
+                secret,
+                generation: row.credential_generation,
+                expires_at: row.access_token_expires_at,
+            }),
+            refresh_lock: tokio::sync::Mutex::new(()),
+            exhausted_until: AtomicI64::new(0),
+        });
+        if let Ok(mut map) = self.identities.lock() {
+            return Ok(map.entry(row.identity_id.clone()).or_insert(state).clone());
+        }
+        Ok(state)
+    }
+
+    /// Current credentials, refreshed first when the access token is about to expire.
+    pub async fn fresh_credentials(
+        &self,
+        candidate: &Candidate,
+    ) -> Result<Credentials, RefreshError> {
+        let creds = candidate.identity.credentials();
+        let expiring = creds
+            .expires_at
+            .is_some_and(|exp| exp / 1000 - PROACTIVE_REFRESH_SECS <= now_secs());
+        if expiring {
+            return self.refresh(candidate, creds.generation).await;
+        }
+        Ok(creds)
+    }
+
+    /// Refreshes the identity's tokens unless someone already did since
+    /// `seen_generation`. One refresh runs at a time per identity; the rotated
+    /// refresh token is stored before anyone uses it.
+    pub async fn refresh(
+        &self,
+        candidate: &Candidate,
+        seen_generation: i64,
+    ) -> Result<Credentials, RefreshError> {
+        let identity = &candidate.identity;
+        let _guard = identity.refresh_lock.lock().await;
+        let current = identity.credentials();
+        if current.generation != seen_generation {
+            return Ok(current);
+        }
+        // Another instance may have rotated the tokens already.
+        if let Ok((ciphertext, nonce, generation)) =
+            self.store.load_identity_secret(&identity.id).await
+            && generation > current.generation
+            && let Ok(secret) = self.decrypt(&identity.id, &ciphertext, &nonce)
+        {
+            let expires_at = access_token_expiry_ms(&secret.access_token);
+            let creds = Credentials {
+                secret,
+                generation,
+                expires_at,
+            };
+            identity.set_credentials(creds.clone());
+            return Ok(creds);
+        }
+        let result = self
+            .call_token_endpoint(candidate, &current.secret.refresh_token)
+            .await;
+        match result {
+            Ok(new_secret) => {
+                let expires_at = access_token_expiry_ms(&new_secret.access_token);
+                let sealed = self
+                    .seal(&identity.id, &new_secret)
+                    .map_err(RefreshError::Transient)?;
+                let stored = self
+                    .store
+                    .store_rotated_credentials(
+                        &identity.id,
+                        current.generation,
+                        &sealed,
+                        expires_at,
+                    )
+                    .await
+                    .map_err(|_| RefreshError::Transient("refresh_store_failed".into()))?;
+                let creds = Credentials {
+                    secret: new_secret,
+                    generation: current.generation + 1,
+                    expires_at,
+                };
+                if !stored {
+                    tracing::warn!(identity = %identity.id, "credentials were rotated concurrently by another writer");
+                }
+                identity.set_credentials(creds.clone());
+                Ok(creds)
+            }
+            Err(err) => {
+                let status = match err {
+                    RefreshError::ReauthRequired(_) => "reauth_required",
+                    RefreshError::Transient(_) => "refresh_failed",
+                };
+                if let Err(store_err) = self
+                    .store
+                    .mark_identity_refresh_failure(&identity.id, status, err.code())
+                    .await
+                {
+                    tracing::error!(error = %store_err, "could not record a refresh failure");
+                }
+                if let Ok(mut pools) = self.pools.write() {
+                    pools.clear();
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn call_token_endpoint(
+        &self,
+        candidate: &Candidate,
+        refresh_token: &str,
+    ) -> Result<UpstreamSecret, RefreshError> {
+        let url = format!("{}/oauth/token", candidate.auth_base_url);
+        let body = serde_json::json!({
+            "client_id": crate::proxy::upstream::CODEX_OAUTH_CLIENT_ID,
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token,
+        });
+        let response = self
+            .http
+            .post(&url)
+            .json(&body)
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .map_err(|_| RefreshError::Transient("refresh_network_error".into()))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|_| RefreshError::Transient("refresh_network_error".into()))?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+        if status.is_success() {
+            let text = |k: &str| json.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+            let Some(access_token) = text("access_token") else {
+                return Err(RefreshError::Transient("refresh_invalid_response".into()));
+            };
+            let current = candidate.identity.credentials().secret;
+            return Ok(UpstreamSecret {
+                access_token,
+                refresh_token: text("refresh_token").unwrap_or(current.refresh_token),
+                id_token: text("id_token").or(current.id_token),
+            });
+        }
+        let code = json
+            .pointer("/error/code")
+            .and_then(|v| v.as_str())
+            .or_else(|| json.get("error").and_then(|v| v.as_str()))
+            .map(crate::domain::classify::sanitize_code)
+            .unwrap_or_else(|| format!("refresh_http_{}", status.as_u16()));
+        const PERMANENT: &[&str] = &[
+            "refresh_token_reused",
+            "refresh_token_expired",
+            "refresh_token_invalidated",
+            "invalid_grant",
+            "revoked",
+            "invalid_refresh_token",
+            "token_expired",
+        ];
+        if PERMANENT.contains(&code.as_str()) || status == reqwest::StatusCode::UNAUTHORIZED {
+            Err(RefreshError::ReauthRequired(code))
+        } else {
+            Err(RefreshError::Transient(code))
+        }
+    }
+
+    /// Fetches the upstream model catalog through the first routable account of
+    /// the Pool and stores it. Returns the number of models.
+    pub async fn sync_pool_catalog(&self, pool_id: &str) -> anyhow::Result<usize> {
+        let snapshot = self
+            .pool(pool_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("Pool not found"))?;
+        let mut last_error = anyhow::anyhow!("the Pool has no routable upstream account");
+        for candidate in snapshot.candidates.iter().filter(|c| c.routable) {
+            match crate::proxy::upstream::fetch_models(self, candidate).await {
+                Ok(models) => {
+                    let synced: Vec<SyncedModel> = models;
+                    self.store.replace_pool_models(pool_id, &synced).await?;
+                    if let Ok(mut pools) = self.pools.write() {
+                        pools.remove(pool_id);
+                    }
+                    return Ok(synced.len());
+                }
+                Err(err) => last_error = err,
+            }
+        }
+        Err(last_error)
+    }
+}
+
+/// `exp` of an access token in epoch milliseconds.
+pub fn access_token_expiry_ms(access_token: &str) -> Option<i64> {
+    decode_claims(access_token)
+        .and_then(|c| c.exp)
+        .map(|s| s * 1000)
+}
+
+fn trim_base(url: &str) -> String {
+    let trimmed = url.trim().trim_end_matches('/');
+    trimmed
+        .strip_suffix("/backend-api")
+        .unwrap_or(trimmed)
+        .to_owned()
+}

@@ -1,0 +1,81 @@
+//! The real Codex CLI through the gateway over HTTP SSE. Runs when
+//! CODEX_POOLER_TEST_CODEX_BIN names the `codex` binary (CI installs
+//! `@openai/codex@0.171.0` from npm); otherwise it says why it is skipped.
+
+use std::time::Duration;
+
+use upstream_sim::TEXT_SCENARIO_ANSWER;
+
+use crate::support::{Backend, Harness, POSTGRES_ENV};
+
+const CODEX_BIN_ENV: &str = "CODEX_POOLER_TEST_CODEX_BIN";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codex_cli_exec_over_http_sse_through_the_gateway() {
+    let Ok(codex) = std::env::var(CODEX_BIN_ENV) else {
+        eprintln!("skipping the real Codex CLI test: {CODEX_BIN_ENV} is not set");
+        return;
+    };
+    let backend = match std::env::var(POSTGRES_ENV) {
+        Ok(url) if !url.is_empty() => Backend::Postgres(url),
+        _ => Backend::Sqlite,
+    };
+    let h = Harness::start(backend).await;
+    let home = std::env::temp_dir().join(format!("cxp-codex-{}", uuid::Uuid::now_v7()));
+    let codex_home = home.join(".codex");
+    std::fs::create_dir_all(&codex_home).expect("codex home");
+    let config = format!(
+        "model = \"gpt-5.5\"\nmodel_provider = \"pool\"\n\n[model_providers.pool]\nname = \"OpenAI\"\nbase_url = \"{}/backend-api/codex\"\nenv_key = \"POOL_API_KEY\"\nwire_api = \"responses\"\nsupports_websockets = false\nrequires_openai_auth = false\nrequest_max_retries = 0\nstream_max_retries = 0\n",
+        h.app.base_url()
+    );
+    std::fs::write(codex_home.join("config.toml"), config).expect("config");
+    let mut cmd = tokio::process::Command::new(&codex);
+    cmd.args([
+        "exec",
+        "--skip-git-repo-check",
+        "--ephemeral",
+        "--sandbox",
+        "read-only",
+        "say hello",
+    ])
+    .env_clear()
+    .env("PATH", std::env::var("PATH").unwrap_or_default())
+    .env("HOME", &home)
+    .env("CODEX_HOME", &codex_home)
+    .env("POOL_API_KEY", &h.info.api_key)
+    .env("RUST_LOG", "warn")
+    .current_dir(&home)
+    .stdin(std::process::Stdio::null())
+    .kill_on_drop(true);
+    let output = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .expect("codex exec finished in time")
+        .expect("codex runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "codex exec failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        stdout.contains(TEXT_SCENARIO_ANSWER),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+
+    let rows = h.request_logs().await;
+    let row = rows
+        .iter()
+        .find(|r| r["endpoint"] == "/backend-api/codex/responses" && r["status"] == "succeeded")
+        .unwrap_or_else(|| panic!("a succeeded responses row: {rows:?}"));
+    assert_eq!(row["transport"], "http_sse");
+    assert_eq!(row["usage_status"], "usage_known");
+    assert!(row["total_tokens"].as_i64().is_some_and(|t| t > 0));
+    assert!(row["settled_cost_micros"].as_i64().is_some_and(|c| c > 0));
+    assert!(
+        row["user_agent"]
+            .as_str()
+            .is_some_and(|ua| ua.contains("codex"))
+    );
+    let _ = std::fs::remove_dir_all(&home);
+    h.stop().await;
+}
