@@ -18,7 +18,7 @@ use crate::crypto::{KEY_VERSION, SecretBox};
 use crate::domain::jwt::decode_claims;
 use crate::domain::pricing::PriceTable;
 use crate::recorder::Recorder;
-use crate::store::{ApiKeyRow, AssignmentRow, SealedSecret, Store, StoreError, SyncedModel};
+use crate::store::{ApiKeyRow, AssignmentRow, QuotaObservation, SealedSecret, Store, StoreError, SyncedModel};
 use crate::time::{now_ms, now_secs};
 
 const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
@@ -170,7 +170,21 @@ pub struct Runtime {
     pool_load: tokio::sync::Mutex<()>,
     identities: Mutex<HashMap<String, Arc<IdentityState>>>,
     key_last_used: Mutex<HashMap<String, i64>>,
+    quota_written: Mutex<HashMap<(String, String), WrittenQuota>>,
 }
+
+/// The last quota window written for an identity, to skip unchanged rewrites.
+#[derive(Debug, Clone, Copy)]
+struct WrittenQuota {
+    used_percent: f64,
+    reset_at: Option<i64>,
+    at: Instant,
+}
+
+/// Quota evidence is rewritten when usage moved by this much, the reset moved,
+/// or this long has passed.
+const QUOTA_REWRITE_PERCENT: f64 = 1.0;
+const QUOTA_REWRITE_AFTER: Duration = Duration::from_secs(30);
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -213,6 +227,7 @@ impl Runtime {
             pool_load: tokio::sync::Mutex::new(()),
             identities: Mutex::new(HashMap::new()),
             key_last_used: Mutex::new(HashMap::new()),
+            quota_written: Mutex::new(HashMap::new()),
         }
     }
 
@@ -286,6 +301,35 @@ impl Runtime {
                 at: now,
             });
         }
+    }
+
+    /// Takes quota windows read from an upstream response: an exhausted window
+    /// marks the account out of quota until its reset; windows that changed
+    /// enough since last written are returned for recording.
+    pub fn observe_quota(&self, identity: &IdentityState, windows: Vec<QuotaObservation>) -> Vec<QuotaObservation> {
+        let mut out = Vec::new();
+        let Ok(mut written) = self.quota_written.lock() else { return windows };
+        for w in windows {
+            if w.used_percent >= 100.0
+                && let Some(reset) = w.reset_at
+            {
+                identity.mark_exhausted_until(reset);
+            }
+            let key = (w.identity_id.clone(), w.window_kind.clone());
+            let due = match written.get(&key) {
+                None => true,
+                Some(last) => {
+                    (last.used_percent - w.used_percent).abs() >= QUOTA_REWRITE_PERCENT
+                        || last.reset_at.map(|r| r / 60) != w.reset_at.map(|r| r / 60)
+                        || last.at.elapsed() >= QUOTA_REWRITE_AFTER
+                }
+            };
+            if due {
+                written.insert(key, WrittenQuota { used_percent: w.used_percent, reset_at: w.reset_at, at: Instant::now() });
+                out.push(w);
+            }
+        }
+        out
     }
 
     /// The Pool's routing snapshot, reloaded when older than a few seconds.

@@ -462,8 +462,10 @@ impl Dispatch {
         let status = response.status();
         let upstream_status = Some(i64::from(status.as_u16()));
         finisher.upstream_request_id = header_text(response.headers(), "x-request-id");
-        finisher.quota =
-            upstream::quota_from_headers(&candidate.identity.id, response.headers(), now_ms());
+        finisher.quota = rt.observe_quota(
+            &candidate.identity,
+            upstream::quota_from_headers(&candidate.identity.id, response.headers(), now_ms()),
+        );
         if status == StatusCode::UNAUTHORIZED && !already_refreshed {
             let _ = read_limited(response, 64 * 1024).await;
             finisher.quota.clear();

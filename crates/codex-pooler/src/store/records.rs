@@ -291,13 +291,147 @@ macro_rules! apply_event {
     };
 }
 
+/// One database write after coalescing a batch: a request admitted and
+/// finished within the same batch becomes one insert of the final row, an
+/// attempt started and ended within it one insert of the final attempt.
+enum WriteOp<'a> {
+    InsertRequest { row: &'a NewRequest, attempt: Option<&'a NewAttempt>, end: Option<&'a RequestEnd> },
+    Event(&'a RecordEvent),
+    InsertAttempt { start: &'a NewAttempt, end: &'a AttemptEnd },
+    Ledger(&'a RequestEnd),
+}
+
+fn coalesce(events: &[RecordEvent]) -> Vec<WriteOp<'_>> {
+    use std::collections::HashMap;
+    let mut request_at: HashMap<&str, usize> = HashMap::new();
+    let mut attempt_end: HashMap<&str, &AttemptEnd> = HashMap::new();
+    let mut latest_attempt: HashMap<&str, &NewAttempt> = HashMap::new();
+    let mut request_end: HashMap<&str, &RequestEnd> = HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        match e {
+            RecordEvent::Request(r) => {
+                request_at.entry(r.id.as_str()).or_insert(i);
+            }
+            RecordEvent::AttemptEnded(a) => {
+                attempt_end.entry(a.id.as_str()).or_insert(a);
+            }
+            RecordEvent::AttemptStarted(a) => {
+                latest_attempt.insert(a.request_id.as_str(), a);
+            }
+            RecordEvent::RequestEnded(r) => {
+                request_end.entry(r.request_id.as_str()).or_insert(r);
+            }
+            _ => {}
+        }
+    }
+    let mut ops = Vec::with_capacity(events.len());
+    let mut merged_attempts: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    for e in events {
+        match e {
+            RecordEvent::Request(r) => {
+                let end = request_end.get(r.id.as_str()).copied();
+                ops.push(WriteOp::InsertRequest { row: r, attempt: latest_attempt.get(r.id.as_str()).copied(), end });
+            }
+            RecordEvent::AttemptStarted(a) => {
+                if let Some(end) = attempt_end.get(a.id.as_str()) {
+                    merged_attempts.insert(a.id.as_str());
+                    ops.push(WriteOp::InsertAttempt { start: a, end });
+                    if !request_at.contains_key(a.request_id.as_str()) {
+                        // The row was written by an earlier batch: this event's
+                        // own write (a no-op insert) updates its account snapshot.
+                        ops.push(WriteOp::Event(e));
+                    }
+                } else {
+                    ops.push(WriteOp::Event(e));
+                }
+            }
+            RecordEvent::AttemptEnded(a) if merged_attempts.contains(a.id.as_str()) => {}
+            RecordEvent::RequestEnded(r) if request_at.contains_key(r.request_id.as_str()) => {
+                ops.push(WriteOp::Ledger(r));
+            }
+            other => ops.push(WriteOp::Event(other)),
+        }
+    }
+    ops
+}
+
+macro_rules! apply_op {
+    ($tx:expr, $op:expr) => {
+        match $op {
+            WriteOp::Event(event) => apply_event!($tx, *event),
+            WriteOp::InsertRequest { row: r, attempt, end } => {
+                let s = end.map(|e| &e.settlement);
+                let status = end.map_or(r.status.as_str(), |e| e.status);
+                let usage_status = s.map_or(r.usage_status.as_str(), |s| s.usage_status);
+                sqlx::query(
+                    "INSERT INTO requests (id, correlation_id, pool_id, api_key_id, api_key_prefix, api_key_label, endpoint, transport,
+                        status, usage_status, requested_model, reasoning_effort, service_tier, admitted_at, completed_at,
+                        response_status_code, last_error_code, client_request_id, user_agent, request_metadata, estimated_cost_micros,
+                        upstream_identity_id, upstream_account_label, upstream_account_email, upstream_account_plan,
+                        retry_count, routing_ms, upstream_ms, first_byte_ms, total_ms, input_tokens, cached_input_tokens,
+                        output_tokens, reasoning_tokens, total_tokens, settled_cost_micros, pricing_status)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
+                        $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&r.id).bind(&r.correlation_id).bind(&r.pool_id).bind(r.api_key_id.as_deref())
+                .bind(r.api_key_prefix.as_deref()).bind(r.api_key_label.as_deref()).bind(&r.endpoint).bind(&r.transport)
+                .bind(status).bind(usage_status).bind(&r.requested_model).bind(r.reasoning_effort.as_deref())
+                .bind(r.service_tier.as_deref()).bind(r.admitted_at)
+                .bind(end.map(|e| e.completed_at).or(r.completed_at))
+                .bind(end.and_then(|e| e.response_status_code).or(r.response_status_code))
+                .bind(end.and_then(|e| e.last_error_code.as_deref()).or(r.last_error_code.as_deref()))
+                .bind(r.client_request_id.as_deref()).bind(r.user_agent.as_deref())
+                .bind(&r.request_metadata).bind(r.estimated_cost_micros)
+                .bind(attempt.map(|a| a.identity_id.as_str())).bind(attempt.map(|a| a.identity_label.as_str()))
+                .bind(attempt.and_then(|a| a.identity_email.as_deref())).bind(attempt.and_then(|a| a.identity_plan.as_deref()))
+                .bind(end.map_or(0, |e| e.retry_count)).bind(end.and_then(|e| e.routing_ms)).bind(end.and_then(|e| e.upstream_ms))
+                .bind(end.and_then(|e| e.first_byte_ms)).bind(end.map(|e| e.total_ms))
+                .bind(s.and_then(|s| s.input_tokens)).bind(s.and_then(|s| s.cached_input_tokens))
+                .bind(s.and_then(|s| s.output_tokens)).bind(s.and_then(|s| s.reasoning_tokens))
+                .bind(s.and_then(|s| s.total_tokens)).bind(s.and_then(|s| s.settled_cost_micros))
+                .bind(s.and_then(|s| s.pricing_status.as_deref()))
+                .execute(&mut *$tx).await?;
+            }
+            WriteOp::InsertAttempt { start: a, end: e } => {
+                sqlx::query(
+                    "INSERT INTO attempts (id, request_id, attempt_number, assignment_id, identity_id, status, started_at,
+                        upstream_status_code, retryable, error_code, error_message, upstream_request_id, completed_at, latency_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT (id) DO NOTHING",
+                )
+                .bind(&a.id).bind(&a.request_id).bind(a.attempt_number).bind(&a.assignment_id).bind(&a.identity_id)
+                .bind(e.status).bind(a.started_at).bind(e.upstream_status_code).bind(e.retryable).bind(e.error_code.as_deref())
+                .bind(e.error_message.as_deref()).bind(e.upstream_request_id.as_deref()).bind(e.completed_at).bind(e.latency_ms)
+                .execute(&mut *$tx).await?;
+            }
+            WriteOp::Ledger(e) => {
+                let s = &e.settlement;
+                sqlx::query(
+                    "INSERT INTO ledger_entries (id, request_id, entry_kind, source_event_id, usage_status, input_tokens,
+                        cached_input_tokens, output_tokens, reasoning_tokens, total_tokens, settled_cost_micros,
+                        pricing_status, occurred_at)
+                     VALUES ($1, $2, 'settlement', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                     ON CONFLICT (source_event_id) DO NOTHING",
+                )
+                .bind(crate::time::new_id()).bind(&e.request_id).bind(format!("request:{}:settlement", e.request_id))
+                .bind(s.usage_status).bind(s.input_tokens).bind(s.cached_input_tokens).bind(s.output_tokens)
+                .bind(s.reasoning_tokens).bind(s.total_tokens).bind(s.settled_cost_micros)
+                .bind(s.pricing_status.as_deref()).bind(e.completed_at)
+                .execute(&mut *$tx).await?;
+            }
+        }
+    };
+}
+
 impl Store {
-    /// Writes a batch of record events in one transaction, in order.
+    /// Writes a batch of record events in one transaction, in order, coalescing
+    /// the lifecycle of requests that start and finish within the batch.
     pub async fn apply_record_batch(&self, events: &[RecordEvent]) -> StoreResult<()> {
+        let ops = coalesce(events);
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            for event in events {
-                apply_event!(tx, event);
+            for op in &ops {
+                apply_op!(tx, op);
             }
             tx.commit().await?;
             Ok(())
