@@ -46,6 +46,27 @@ pub enum GatewayError {
     UnsupportedMediaType,
     #[error("upstream request failed")]
     UpstreamRequestFailed,
+    #[error("api key is not active")]
+    ApiKeyDisabled,
+    #[error("the OpenAI-compatible /v1 surface is disabled for this Pool")]
+    V1CompatibilityDisabled,
+    #[error("Unsupported OpenAI /v1 endpoint")]
+    UnsupportedEndpoint,
+    #[error("{message}")]
+    UnsupportedParameter {
+        message: String,
+        param: Option<String>,
+    },
+    #[error(
+        "this session is pinned to an upstream account that is not available; restart without continuation anchors"
+    )]
+    PinnedContinuationUnavailable,
+    #[error(
+        "this session is pinned to an upstream account that needs reauthorization; restart without continuation anchors"
+    )]
+    PinnedContinuationReauthRequired,
+    #[error("this route requires a websocket upgrade")]
+    WebsocketUpgradeRequired,
     #[error("internal error")]
     Internal,
 }
@@ -73,6 +94,15 @@ impl GatewayError {
             }
             Self::UpstreamRequestFailed => StatusCode::BAD_GATEWAY,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::ApiKeyDisabled => StatusCode::UNAUTHORIZED,
+            Self::V1CompatibilityDisabled => StatusCode::FORBIDDEN,
+            Self::UnsupportedEndpoint => StatusCode::NOT_FOUND,
+            Self::UnsupportedParameter { .. } | Self::WebsocketUpgradeRequired => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::PinnedContinuationUnavailable | Self::PinnedContinuationReauthRequired => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -97,12 +127,20 @@ impl GatewayError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::UpstreamRequestFailed => "upstream_request_failed",
             Self::Internal => "internal_error",
+            Self::ApiKeyDisabled => "api_key_disabled",
+            Self::V1CompatibilityDisabled => "v1_compatibility_disabled",
+            Self::UnsupportedEndpoint => "unsupported_endpoint",
+            Self::UnsupportedParameter { .. } => "unsupported_parameter",
+            Self::PinnedContinuationUnavailable => "pinned_continuation_unavailable",
+            Self::PinnedContinuationReauthRequired => "pinned_continuation_reauth_required",
+            Self::WebsocketUpgradeRequired => "websocket_upgrade_required",
         }
     }
 
-    fn param(&self) -> Option<&'static str> {
+    fn param(&self) -> Option<&str> {
         match self {
             Self::InvalidRequest { param, .. } => *param,
+            Self::UnsupportedParameter { param, .. } => param.as_deref(),
             Self::InvalidModel(_) | Self::ModelNotAllowed(_) | Self::NoEligibleBackend => {
                 Some("model")
             }

@@ -18,7 +18,9 @@ use crate::crypto::{KEY_VERSION, SecretBox};
 use crate::domain::jwt::decode_claims;
 use crate::domain::pricing::PriceTable;
 use crate::recorder::Recorder;
-use crate::store::{ApiKeyRow, AssignmentRow, QuotaObservation, SealedSecret, Store, StoreError, SyncedModel};
+use crate::store::{
+    ApiKeyRow, AssignmentRow, QuotaObservation, SealedSecret, Store, StoreError, SyncedModel,
+};
 use crate::time::{now_ms, now_secs};
 
 const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
@@ -306,9 +308,15 @@ impl Runtime {
     /// Takes quota windows read from an upstream response: an exhausted window
     /// marks the account out of quota until its reset; windows that changed
     /// enough since last written are returned for recording.
-    pub fn observe_quota(&self, identity: &IdentityState, windows: Vec<QuotaObservation>) -> Vec<QuotaObservation> {
+    pub fn observe_quota(
+        &self,
+        identity: &IdentityState,
+        windows: Vec<QuotaObservation>,
+    ) -> Vec<QuotaObservation> {
         let mut out = Vec::new();
-        let Ok(mut written) = self.quota_written.lock() else { return windows };
+        let Ok(mut written) = self.quota_written.lock() else {
+            return windows;
+        };
         for w in windows {
             if w.used_percent >= 100.0
                 && let Some(reset) = w.reset_at
@@ -325,7 +333,14 @@ impl Runtime {
                 }
             };
             if due {
-                written.insert(key, WrittenQuota { used_percent: w.used_percent, reset_at: w.reset_at, at: Instant::now() });
+                written.insert(
+                    key,
+                    WrittenQuota {
+                        used_percent: w.used_percent,
+                        reset_at: w.reset_at,
+                        at: Instant::now(),
+                    },
+                );
                 out.push(w);
             }
         }

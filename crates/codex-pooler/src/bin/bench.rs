@@ -37,7 +37,12 @@ struct Stats {
     errors: usize,
 }
 
-async fn measure(client: reqwest::Client, target: Arc<Target>, concurrency: usize, duration: Duration) -> Stats {
+async fn measure(
+    client: reqwest::Client,
+    target: Arc<Target>,
+    concurrency: usize,
+    duration: Duration,
+) -> Stats {
     let deadline = Instant::now() + duration;
     let started = Instant::now();
     let mut workers = Vec::new();
@@ -49,7 +54,10 @@ async fn measure(client: reqwest::Client, target: Arc<Target>, concurrency: usiz
             let mut errors = 0usize;
             while Instant::now() < deadline {
                 let t = Instant::now();
-                let mut req = client.post(&target.url).body(target.body.clone()).header("content-type", "application/json");
+                let mut req = client
+                    .post(&target.url)
+                    .body(target.body.clone())
+                    .header("content-type", "application/json");
                 for (k, v) in &target.headers {
                     req = req.header(k.as_str(), v.as_str());
                 }
@@ -78,10 +86,17 @@ async fn measure(client: reqwest::Client, target: Arc<Target>, concurrency: usiz
         if all.is_empty() {
             return f64::NAN;
         }
-        let i = ((all.len() as f64 * p).ceil() as usize).saturating_sub(1).min(all.len() - 1);
+        let i = ((all.len() as f64 * p).ceil() as usize)
+            .saturating_sub(1)
+            .min(all.len() - 1);
         all[i].as_secs_f64() * 1000.0
     };
-    Stats { p50_ms: pct(0.50), p99_ms: pct(0.99), rps: all.len() as f64 / elapsed, errors }
+    Stats {
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        rps: all.len() as f64 / elapsed,
+        errors,
+    }
 }
 
 struct Target {
@@ -96,18 +111,29 @@ async fn main() -> anyhow::Result<()> {
     let profile: BenchProfile = args.profile.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
     let sim = Simulator::start(
         SocketAddr::from(([127, 0, 0, 1], 0)),
-        SimConfig { accounts: 3, bench: Some(profile), ..SimConfig::default() },
+        SimConfig {
+            accounts: 3,
+            bench: Some(profile),
+            ..SimConfig::default()
+        },
     )
     .await?;
     let dir = std::env::temp_dir().join(format!("cxp-bench-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir)?;
-    let url = args.database_url.clone().unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
+    let url = args
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
     let mut settings = Settings::for_tests(dir.clone(), url);
     settings.upstream_base_url = sim.base_url();
     settings.auth_base_url = sim.base_url();
     let app = RunningApp::spawn(settings).await?;
     let info = codex_pooler::demo::seed(&app, &sim).await?;
-    let account = sim.accounts().into_iter().next().ok_or_else(|| anyhow::anyhow!("no account"))?;
+    let account = sim
+        .accounts()
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no account"))?;
 
     let body = |stream: bool| {
         serde_json::to_vec(&json!({
@@ -119,7 +145,10 @@ async fn main() -> anyhow::Result<()> {
         url: format!("{}/backend-api/codex/responses", sim.base_url()),
         body: body(true)?,
         headers: vec![
-            ("authorization".into(), format!("Bearer {}", account.access_token)),
+            (
+                "authorization".into(),
+                format!("Bearer {}", account.access_token),
+            ),
             ("chatgpt-account-id".into(), account.account_id.clone()),
         ],
     });
@@ -130,14 +159,36 @@ async fn main() -> anyhow::Result<()> {
             headers: vec![("authorization".into(), format!("Bearer {}", info.api_key))],
         }))
     };
-    let client = reqwest::Client::builder().pool_max_idle_per_host(256).tcp_nodelay(true).build()?;
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true)
+        .build()?;
     let duration = Duration::from_secs(args.duration_secs);
     // Warm up connections and caches.
-    let _ = measure(client.clone(), direct.clone(), 4, Duration::from_millis(500)).await;
-    let _ = measure(client.clone(), gateway(true)?, 4, Duration::from_millis(500)).await;
+    let _ = measure(
+        client.clone(),
+        direct.clone(),
+        4,
+        Duration::from_millis(500),
+    )
+    .await;
+    let _ = measure(
+        client.clone(),
+        gateway(true)?,
+        4,
+        Duration::from_millis(500),
+    )
+    .await;
 
-    println!("profile {}, {} s per cell, request logging on ({})", profile.as_str(), args.duration_secs, app.runtime.store.backend());
-    println!("| mode | conc | direct p50 ms | direct p99 ms | direct rps | gateway p50 ms | gateway p99 ms | gateway rps | p50 ratio | p99 ratio | rps ratio | errors |");
+    println!(
+        "profile {}, {} s per cell, request logging on ({})",
+        profile.as_str(),
+        args.duration_secs,
+        app.runtime.store.backend()
+    );
+    println!(
+        "| mode | conc | direct p50 ms | direct p99 ms | direct rps | gateway p50 ms | gateway p99 ms | gateway rps | p50 ratio | p99 ratio | rps ratio | errors |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (mode, stream) in [("non-streaming", false), ("sse", true)] {
         for &c in &args.concurrency {
@@ -145,14 +196,25 @@ async fn main() -> anyhow::Result<()> {
             let g = measure(client.clone(), gateway(stream)?, c, duration).await;
             println!(
                 "| {mode} | {c} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} | {} |",
-                d.p50_ms, d.p99_ms, d.rps, g.p50_ms, g.p99_ms, g.rps,
-                g.p50_ms / d.p50_ms, g.p99_ms / d.p99_ms, g.rps / d.rps, d.errors + g.errors
+                d.p50_ms,
+                d.p99_ms,
+                d.rps,
+                g.p50_ms,
+                g.p99_ms,
+                g.rps,
+                g.p50_ms / d.p50_ms,
+                g.p99_ms / d.p99_ms,
+                g.rps / d.rps,
+                d.errors + g.errors
             );
         }
     }
     app.runtime.recorder.flush().await;
     let rows = app.runtime.store.list_request_logs(1, None).await?;
-    println!("request rows recorded: newest status {:?}", rows.first().map(|r| r.status.clone()));
+    println!(
+        "request rows recorded: newest status {:?}",
+        rows.first().map(|r| r.status.clone())
+    );
     app.stop().await?;
     sim.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);

@@ -71,18 +71,19 @@ pub async fn read_body(
     limits: BodyLimits,
 ) -> Result<(Bytes, usize), GatewayError> {
     let encoding = encoding_of(headers)?;
-    let wire = axum::body::to_bytes(body, limits.max_wire_bytes)
+    let wire = read_wire(body, limits.max_wire_bytes)
         .await
-        .map_err(|_| {
-            if encoding == Encoding::Identity {
-                GatewayError::RequestTooLarge {
-                    limit: limits.max_wire_bytes,
-                }
-            } else {
-                GatewayError::CompressedRequestTooLarge {
-                    limit: limits.max_wire_bytes,
-                }
-            }
+        .map_err(|oversized| match (oversized, encoding) {
+            (true, Encoding::Identity) => GatewayError::RequestTooLarge {
+                limit: limits.max_wire_bytes,
+            },
+            (true, _) => GatewayError::CompressedRequestTooLarge {
+                limit: limits.max_wire_bytes,
+            },
+            (false, _) => GatewayError::InvalidRequest {
+                message: "request body could not be read".into(),
+                param: None,
+            },
         })?;
     let wire_len = wire.len();
     if encoding == Encoding::Identity {
@@ -97,6 +98,35 @@ pub async fn read_body(
         .await
         .map_err(|_| GatewayError::Internal)??;
     Ok((Bytes::from(plain), wire_len))
+}
+
+/// Reads at most `limit` bytes. An oversized body is drained (up to a bound)
+/// before the error is returned, so the client reads the 413 instead of
+/// seeing its upload cut off. `Err(true)` means too large, `Err(false)` a
+/// transport error.
+async fn read_wire(body: Body, limit: usize) -> Result<Bytes, bool> {
+    use futures_util::StreamExt;
+    let drain_cap = limit.saturating_mul(4).max(16 * 1024 * 1024);
+    let mut stream = body.into_data_stream();
+    let mut out = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| false)?;
+        seen = seen.saturating_add(chunk.len());
+        if seen > limit {
+            if seen > drain_cap {
+                return Err(true);
+            }
+            out = Vec::new();
+            continue;
+        }
+        out.extend_from_slice(&chunk);
+    }
+    if seen > limit {
+        Err(true)
+    } else {
+        Ok(Bytes::from(out))
+    }
 }
 
 fn decompress(

@@ -9,6 +9,7 @@ pub mod responses;
 pub mod routing;
 pub mod sse;
 pub mod upstream;
+pub mod v1;
 
 use std::sync::Arc;
 
@@ -37,6 +38,7 @@ pub fn router() -> Router<Arc<Runtime>> {
         )
         .route("/backend-api/codex/models", get(models_handler))
         .route("/backend-api/codex/v1/models", get(models_handler))
+        .merge(v1::router())
 }
 
 async fn responses_handler(

@@ -71,12 +71,12 @@ impl StreamObserver {
         }
     }
 
-    pub fn on_event(&mut self, event: SseEvent) {
+    pub fn on_event(&mut self, event: &SseEvent) {
         self.events_seen += 1;
         if event.data.as_slice() == b"[DONE]" {
             return;
         }
-        let name = event_type(&event);
+        let name = event_type(event);
         let kind = match name.as_deref().and_then(classify_by_name) {
             Some(kind) => {
                 if self.aggregate {
@@ -442,7 +442,7 @@ pub fn relay_stream(
         let end = match tokio::time::timeout(state.idle, state.upstream.next()).await {
             Ok(Some(Ok(chunk))) => {
                 let observer = &mut state.observer;
-                state.reader.feed(&chunk, &mut |e| observer.on_event(e));
+                state.reader.feed(&chunk, &mut |e| observer.on_event(&e));
                 return Some((Ok(chunk), state));
             }
             Ok(Some(Err(_))) => StreamEnd::UpstreamError,
@@ -456,4 +456,94 @@ pub fn relay_stream(
         }
         None
     })
+}
+
+/// Upstream events after commit, for surfaces that re-encode them. The stream
+/// ends after the terminal event or when the upstream stops; the request is
+/// finalised either way (or as `client_disconnected` if this is dropped first).
+pub struct EventStream {
+    inner: Pin<Box<dyn Stream<Item = SseEvent> + Send>>,
+}
+
+impl EventStream {
+    /// The next event, or `None` at the end.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        self.inner.next().await
+    }
+
+    /// Adapts to a `Stream` of events.
+    pub fn into_stream(self) -> Pin<Box<dyn Stream<Item = SseEvent> + Send>> {
+        self.inner
+    }
+}
+
+struct EventState {
+    upstream: UpstreamStream,
+    pending: std::collections::VecDeque<SseEvent>,
+    reader: SseReader,
+    observer: StreamObserver,
+    finisher: Option<Finisher>,
+    idle: Duration,
+    ended: Option<StreamEnd>,
+}
+
+/// Builds the event stream from the pre-commit state.
+pub fn event_stream(
+    upstream: UpstreamStream,
+    buffered: Vec<Bytes>,
+    _reader_used: SseReader,
+    observer: StreamObserver,
+    finisher: Finisher,
+    idle: Duration,
+    ended: Option<StreamEnd>,
+) -> EventStream {
+    // Re-parse the held chunks for the caller; the observer already saw them.
+    let mut replay = SseReader::new(MAX_EVENT_BYTES);
+    let mut pending = std::collections::VecDeque::new();
+    for chunk in &buffered {
+        replay.feed(chunk, &mut |e| pending.push_back(e));
+    }
+    let state = EventState {
+        upstream,
+        pending,
+        reader: replay,
+        observer,
+        finisher: Some(finisher),
+        idle,
+        ended,
+    };
+    let stream = futures_util::stream::unfold(state, |mut state| async move {
+        loop {
+            if let Some(event) = state.pending.pop_front() {
+                return Some((event, state));
+            }
+            state.finisher.as_ref()?;
+            let end = match state.ended {
+                Some(end) => end,
+                None => match tokio::time::timeout(state.idle, state.upstream.next()).await {
+                    Ok(Some(Ok(chunk))) => {
+                        let observer = &mut state.observer;
+                        let pending = &mut state.pending;
+                        state.reader.feed(&chunk, &mut |e| {
+                            observer.on_event(&e);
+                            pending.push_back(e);
+                        });
+                        continue;
+                    }
+                    Ok(Some(Err(_))) => StreamEnd::UpstreamError,
+                    Ok(None) => StreamEnd::Eof,
+                    Err(_) => StreamEnd::IdleTimeout,
+                },
+            };
+            if let Some(finisher) = state.finisher.take() {
+                finisher
+                    .finish(Outcome::from_observer(&state.observer, end))
+                    .await;
+            }
+            return None;
+        }
+    });
+    EventStream {
+        inner: Box::pin(stream),
+    }
 }

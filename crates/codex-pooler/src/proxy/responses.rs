@@ -10,12 +10,13 @@ use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::admission::{self, AuthFailure, RowFacts};
 use super::ingress::{self, BodyLimits, DECOMPRESSION_TIME_LIMIT};
 use super::relay::{
-    self, Finisher, MAX_EVENT_BYTES, Outcome, StreamEnd, StreamObserver, UpstreamStream,
+    self, EventStream, Finisher, MAX_EVENT_BYTES, Outcome, StreamEnd, StreamObserver,
+    UpstreamStream,
 };
 use super::routing;
 use super::sse::SseReader;
@@ -72,15 +73,14 @@ pub async fn handle(rt: Arc<Runtime>, route: Route, headers: HeaderMap, body: Bo
                 .into_response();
         }
     };
-    let mut facts =
-        RowFacts::from_headers(route.endpoint(), transport_guess(route, None), &headers);
+    let facts = RowFacts::from_headers(route.endpoint(), transport_guess(route, None), &headers);
     let parsed = async {
         ingress::require_json_content_type(&headers)?;
         let (bytes, _wire) = ingress::read_body(&headers, body, body_limits(&rt)).await?;
         ingress::parse_json_object(&bytes)
     }
     .await;
-    let mut json_body = match parsed {
+    let json_body = match parsed {
         Ok(b) => b,
         Err(err) => {
             return admission::reject(&rt, &key, &facts, err)
@@ -88,6 +88,76 @@ pub async fn handle(rt: Arc<Runtime>, route: Route, headers: HeaderMap, body: Bo
                 .into_response();
         }
     };
+    let surface = Surface {
+        route,
+        endpoint: route.endpoint(),
+        delivery: Delivery::Native,
+    };
+    match dispatch(rt, surface, key, headers, json_body, facts, started).await {
+        Dispatched::Response(r) => r,
+        Dispatched::Events(_) => GatewayError::Internal.into_response(),
+    }
+}
+
+/// Runs a translated request (already in Codex Responses shape) through the
+/// pipeline and hands back the upstream events after commit, for surfaces that
+/// re-encode them (`/v1`). `endpoint` and `transport` label the request row.
+/// Failures before commit come back as ready error responses.
+pub async fn dispatch_events(
+    rt: Arc<Runtime>,
+    key: Arc<ApiKeyRow>,
+    headers: HeaderMap,
+    json_body: Map<String, Value>,
+    endpoint: &'static str,
+    transport: &'static str,
+) -> Result<EventStream, Response> {
+    let started = Instant::now();
+    let mut facts = RowFacts::from_headers(endpoint, transport, &headers);
+    facts.transport = transport;
+    let surface = Surface {
+        route: Route::Responses,
+        endpoint,
+        delivery: Delivery::Events,
+    };
+    match dispatch(rt, surface, key, headers, json_body, facts, started).await {
+        Dispatched::Events(events) => Ok(events),
+        Dispatched::Response(r) => Err(r),
+    }
+}
+
+/// Where a request came in and how its answer leaves.
+#[derive(Debug, Clone, Copy)]
+struct Surface {
+    route: Route,
+    endpoint: &'static str,
+    delivery: Delivery,
+}
+
+/// How a committed upstream stream is delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Delivery {
+    /// Bytes relayed as they are (SSE), or the aggregated JSON for `stream: false`.
+    Native,
+    /// Parsed events handed to the caller.
+    Events,
+}
+
+/// The result of running the pipeline.
+pub enum Dispatched {
+    Response(Response),
+    Events(EventStream),
+}
+
+async fn dispatch(
+    rt: Arc<Runtime>,
+    surface: Surface,
+    key: Arc<ApiKeyRow>,
+    headers: HeaderMap,
+    mut json_body: Map<String, Value>,
+    mut facts: RowFacts,
+    started: Instant,
+) -> Dispatched {
+    let route = surface.route;
     if let Some(Value::String(m)) = json_body.get("model") {
         facts.model = Some(m.chars().take(200).collect());
     }
@@ -108,51 +178,63 @@ pub async fn handle(rt: Arc<Runtime>, route: Route, headers: HeaderMap, body: Bo
                 None
             };
             let err = GatewayError::InvalidRequest { message, param };
-            return admission::reject(&rt, &key, &facts, err)
-                .await
-                .into_response();
+            return Dispatched::Response(
+                admission::reject(&rt, &key, &facts, err)
+                    .await
+                    .into_response(),
+            );
         }
     };
-    facts.transport = transport_guess(route, Some(&shape));
+    if surface.delivery == Delivery::Native {
+        facts.transport = transport_guess(route, Some(&shape));
+    }
     facts.model = Some(shape.model.clone());
     facts.reasoning_effort = shape.reasoning_effort.clone();
     facts.service_tier = shape.service_tier.clone();
     if let Err(err) = admission::check_model_allowed(&key, &shape.model) {
-        return admission::reject(&rt, &key, &facts, err)
-            .await
-            .into_response();
+        return Dispatched::Response(
+            admission::reject(&rt, &key, &facts, err)
+                .await
+                .into_response(),
+        );
     }
     let pool = match rt.pool(&key.pool_id).await {
         Ok(Some(pool)) if pool.active => pool,
         Ok(_) => {
-            return admission::reject(&rt, &key, &facts, GatewayError::NoEligibleBackend)
-                .await
-                .into_response();
+            return Dispatched::Response(
+                admission::reject(&rt, &key, &facts, GatewayError::NoEligibleBackend)
+                    .await
+                    .into_response(),
+            );
         }
         Err(err) => {
             tracing::error!(error = %err, "loading the Pool failed");
-            return GatewayError::Internal.into_response();
+            return Dispatched::Response(GatewayError::Internal.into_response());
         }
     };
     if pool.model_known(&shape.model) == Some(false) {
         let err = GatewayError::InvalidModel(shape.model.clone());
-        return admission::reject(&rt, &key, &facts, err)
-            .await
-            .into_response();
+        return Dispatched::Response(
+            admission::reject(&rt, &key, &facts, err)
+                .await
+                .into_response(),
+        );
     }
     let seed = routing::seed_for(&headers, Some(&json_body));
     let plan = routing::plan(&pool, &seed, now_secs());
     if plan.ring.is_empty() {
         if let Some(reset_at) = plan.earliest_quota_reset {
-            return reject_quota_exhausted(&rt, &key, &facts, reset_at).await;
+            return Dispatched::Response(reject_quota_exhausted(&rt, &key, &facts, reset_at).await);
         }
-        return admission::reject(&rt, &key, &facts, GatewayError::NoEligibleBackend)
-            .await
-            .into_response();
+        return Dispatched::Response(
+            admission::reject(&rt, &key, &facts, GatewayError::NoEligibleBackend)
+                .await
+                .into_response(),
+        );
     }
     let upstream_body = match serde_json::to_vec(&Value::Object(json_body)) {
         Ok(b) => Bytes::from(b),
-        Err(_) => return GatewayError::Internal.into_response(),
+        Err(_) => return Dispatched::Response(GatewayError::Internal.into_response()),
     };
     let mut row = admission::new_row(&key, &facts, "in_progress", "usage_pending");
     row.request_metadata = json!({
@@ -168,6 +250,8 @@ pub async fn handle(rt: Arc<Runtime>, route: Route, headers: HeaderMap, body: Bo
     let ctx = Dispatch {
         rt: rt.clone(),
         route,
+        endpoint: surface.endpoint,
+        delivery: surface.delivery,
         request_id,
         shape,
         started,
@@ -175,11 +259,15 @@ pub async fn handle(rt: Arc<Runtime>, route: Route, headers: HeaderMap, body: Bo
         client_headers: headers,
         upstream_body,
     };
-    let mut response = ctx.run(plan.ring).await;
-    if let Some(v) = request_header {
-        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    match ctx.run(plan.ring).await {
+        Dispatched::Response(mut response) => {
+            if let Some(v) = request_header {
+                response.headers_mut().insert(REQUEST_ID_HEADER, v);
+            }
+            Dispatched::Response(response)
+        }
+        events => events,
     }
-    response
 }
 
 /// Pre-commit holds at most this many envelope events or bytes.
@@ -234,6 +322,8 @@ async fn reject_quota_exhausted(
 struct Dispatch {
     rt: Arc<Runtime>,
     route: Route,
+    endpoint: &'static str,
+    delivery: Delivery,
     request_id: String,
     shape: RequestShape,
     started: Instant,
@@ -253,6 +343,7 @@ struct Failure {
 
 enum AttemptResult {
     Committed(Response),
+    Events(EventStream),
     /// Try the next candidate.
     Next(Failure),
     /// Stop trying and answer with this.
@@ -260,7 +351,7 @@ enum AttemptResult {
 }
 
 impl Dispatch {
-    async fn run(self, ring: Vec<Candidate>) -> Response {
+    async fn run(self, ring: Vec<Candidate>) -> Dispatched {
         let mut attempt_number: i64 = 0;
         let mut last_failure: Option<Failure> = None;
         let ring_len = ring.len();
@@ -286,9 +377,16 @@ impl Dispatch {
                     .attempt(candidate, &creds, attempt_number, is_last, refreshed)
                     .await;
                 match result {
-                    AttemptOutcome::Done(AttemptResult::Committed(response)) => return response,
+                    AttemptOutcome::Done(AttemptResult::Committed(response)) => {
+                        return Dispatched::Response(response);
+                    }
+                    AttemptOutcome::Done(AttemptResult::Events(events)) => {
+                        return Dispatched::Events(events);
+                    }
                     AttemptOutcome::Done(AttemptResult::Final(failure, finisher)) => {
-                        return self.respond_failure(failure, Some(*finisher)).await;
+                        return Dispatched::Response(
+                            self.respond_failure(failure, Some(*finisher)).await,
+                        );
                     }
                     AttemptOutcome::Done(AttemptResult::Next(failure)) => {
                         last_failure = Some(failure);
@@ -321,7 +419,7 @@ impl Dispatch {
             code: "no_eligible_backend".into(),
             upstream_status: None,
         });
-        self.finish_without_attempt(failure, attempt_number).await
+        Dispatched::Response(self.finish_without_attempt(failure, attempt_number).await)
     }
 
     /// Ends a request whose every attempt failed retryably (or that made none).
@@ -352,7 +450,7 @@ impl Dispatch {
                 metadata_patch: None,
             })))
             .await;
-        crate::ops::record_outcome(self.route.endpoint(), "failed", Some((total_ms, total_ms)));
+        crate::ops::record_outcome(self.endpoint, "failed", Some((total_ms, total_ms)));
         failure_response(&failure)
     }
 
@@ -405,7 +503,7 @@ impl Dispatch {
         let mut finisher = Finisher::new(
             rt.clone(),
             self.request_id.clone(),
-            self.route.endpoint(),
+            self.endpoint,
             self.shape.model.clone(),
             self.shape.service_tier.clone(),
             attempt_id.clone(),
@@ -642,7 +740,7 @@ impl Dispatch {
             .and_then(|v| HeaderValue::from_bytes(v.as_bytes()).ok());
         let mut upstream: UpstreamStream = Box::pin(response.bytes_stream());
         let idle = Duration::from_secs(self.rt.settings.stream_idle_timeout_secs);
-        let aggregate = !self.shape.client_wants_stream;
+        let aggregate = !self.shape.client_wants_stream && self.delivery == Delivery::Native;
         let mut reader = SseReader::new(MAX_EVENT_BYTES);
         let mut observer = StreamObserver::new(aggregate);
         let mut buffered: Vec<Bytes> = Vec::new();
@@ -657,7 +755,7 @@ impl Dispatch {
         {
             match tokio::time::timeout(idle, upstream.next()).await {
                 Ok(Some(Ok(chunk))) => {
-                    reader.feed(&chunk, &mut |e| observer.on_event(e));
+                    reader.feed(&chunk, &mut |e| observer.on_event(&e));
                     held_bytes += chunk.len();
                     buffered.push(chunk);
                 }
@@ -706,6 +804,13 @@ impl Dispatch {
                 )
                 .await;
         }
+        if self.delivery == Delivery::Events {
+            finisher.first_byte_ms = Some(self.started.elapsed().as_millis() as i64);
+            let events = relay::event_stream(
+                upstream, buffered, reader, observer, finisher, idle, early_end,
+            );
+            return AttemptOutcome::Done(AttemptResult::Events(events));
+        }
         if aggregate {
             return AttemptOutcome::Done(
                 self.collect_json(upstream, reader, observer, finisher, early_end, idle)
@@ -749,7 +854,7 @@ impl Dispatch {
     ) -> AttemptResult {
         while end.is_none() && observer.terminal.is_none() {
             match tokio::time::timeout(idle, upstream.next()).await {
-                Ok(Some(Ok(chunk))) => reader.feed(&chunk, &mut |e| observer.on_event(e)),
+                Ok(Some(Ok(chunk))) => reader.feed(&chunk, &mut |e| observer.on_event(&e)),
                 Ok(Some(Err(_))) => end = Some(StreamEnd::UpstreamError),
                 Ok(None) => end = Some(StreamEnd::Eof),
                 Err(_) => end = Some(StreamEnd::IdleTimeout),

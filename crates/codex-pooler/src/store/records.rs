@@ -295,9 +295,16 @@ macro_rules! apply_event {
 /// finished within the same batch becomes one insert of the final row, an
 /// attempt started and ended within it one insert of the final attempt.
 enum WriteOp<'a> {
-    InsertRequest { row: &'a NewRequest, attempt: Option<&'a NewAttempt>, end: Option<&'a RequestEnd> },
+    InsertRequest {
+        row: &'a NewRequest,
+        attempt: Option<&'a NewAttempt>,
+        end: Option<&'a RequestEnd>,
+    },
     Event(&'a RecordEvent),
-    InsertAttempt { start: &'a NewAttempt, end: &'a AttemptEnd },
+    InsertAttempt {
+        start: &'a NewAttempt,
+        end: &'a AttemptEnd,
+    },
     Ledger(&'a RequestEnd),
 }
 
@@ -330,7 +337,11 @@ fn coalesce(events: &[RecordEvent]) -> Vec<WriteOp<'_>> {
         match e {
             RecordEvent::Request(r) => {
                 let end = request_end.get(r.id.as_str()).copied();
-                ops.push(WriteOp::InsertRequest { row: r, attempt: latest_attempt.get(r.id.as_str()).copied(), end });
+                ops.push(WriteOp::InsertRequest {
+                    row: r,
+                    attempt: latest_attempt.get(r.id.as_str()).copied(),
+                    end,
+                });
             }
             RecordEvent::AttemptStarted(a) => {
                 if let Some(end) = attempt_end.get(a.id.as_str()) {

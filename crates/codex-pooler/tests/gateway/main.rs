@@ -8,3 +8,4 @@ mod ingress;
 mod ops;
 mod privacy;
 mod responses;
+mod v1;
