@@ -166,6 +166,16 @@ pub fn error_body(message: &str, kind: &str, code: &str, param: Option<&str>) ->
 
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
-        (self.status(), axum::Json(self.body())).into_response()
+        let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if matches!(
+            self,
+            Self::PinnedContinuationUnavailable | Self::PinnedContinuationReauthRequired
+        ) {
+            response.headers_mut().insert(
+                "x-codex-recovery-kind",
+                axum::http::HeaderValue::from_static("restart_with_full_context"),
+            );
+        }
+        response
     }
 }

@@ -173,7 +173,12 @@ pub struct Runtime {
     identities: Mutex<HashMap<String, Arc<IdentityState>>>,
     key_last_used: Mutex<HashMap<String, i64>>,
     quota_written: Mutex<HashMap<(String, String), WrittenQuota>>,
+    turn_pins: Mutex<HashMap<String, (String, Instant)>>,
 }
+
+/// How long a turn-state pin is remembered, and how many are kept.
+const TURN_PIN_TTL: Duration = Duration::from_secs(3600);
+const TURN_PIN_MAX: usize = 100_000;
 
 /// The last quota window written for an identity, to skip unchanged rewrites.
 #[derive(Debug, Clone, Copy)]
@@ -230,6 +235,7 @@ impl Runtime {
             identities: Mutex::new(HashMap::new()),
             key_last_used: Mutex::new(HashMap::new()),
             quota_written: Mutex::new(HashMap::new()),
+            turn_pins: Mutex::new(HashMap::new()),
         }
     }
 
@@ -303,6 +309,33 @@ impl Runtime {
                 at: now,
             });
         }
+    }
+
+    /// Remembers which assignment issued an `x-codex-turn-state`, so later
+    /// requests of the same turn go back to it.
+    pub fn pin_turn_state(&self, turn_state: &str, assignment_id: &str) {
+        if turn_state.is_empty() || turn_state.len() > 512 {
+            return;
+        }
+        if let Ok(mut pins) = self.turn_pins.lock() {
+            if pins.len() >= TURN_PIN_MAX {
+                pins.retain(|_, (_, at)| at.elapsed() < TURN_PIN_TTL);
+                if pins.len() >= TURN_PIN_MAX {
+                    pins.clear();
+                }
+            }
+            pins.insert(
+                turn_state.to_owned(),
+                (assignment_id.to_owned(), Instant::now()),
+            );
+        }
+    }
+
+    /// The assignment that issued a turn state, if remembered.
+    pub fn turn_state_pin(&self, turn_state: &str) -> Option<String> {
+        let pins = self.turn_pins.lock().ok()?;
+        let (id, at) = pins.get(turn_state)?;
+        (at.elapsed() < TURN_PIN_TTL).then(|| id.clone())
     }
 
     /// Takes quota windows read from an upstream response: an exhausted window

@@ -10,14 +10,17 @@ pub mod routing;
 pub mod sse;
 pub mod upstream;
 pub mod v1;
+pub mod ws;
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 
 use crate::runtime::Runtime;
@@ -26,8 +29,14 @@ use responses::Route;
 /// The data-plane route table.
 pub fn router() -> Router<Arc<Runtime>> {
     Router::new()
-        .route("/backend-api/codex/responses", post(responses_handler))
-        .route("/backend-api/codex/v1/responses", post(responses_handler))
+        .route(
+            "/backend-api/codex/responses",
+            post(responses_handler).get(websocket_handler),
+        )
+        .route(
+            "/backend-api/codex/v1/responses",
+            post(responses_handler).get(websocket_handler),
+        )
         .route(
             "/backend-api/codex/responses/compact",
             post(compact_handler),
@@ -47,6 +56,17 @@ async fn responses_handler(
     body: Body,
 ) -> Response {
     responses::handle(rt, Route::Responses, headers, body).await
+}
+
+async fn websocket_handler(
+    State(rt): State<Arc<Runtime>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => ws::upgrade(rt, headers, upgrade).await,
+        Err(_) => crate::error::GatewayError::WebsocketUpgradeRequired.into_response(),
+    }
 }
 
 async fn compact_handler(

@@ -221,7 +221,39 @@ async fn dispatch(
         );
     }
     let seed = routing::seed_for(&headers, Some(&json_body));
-    let plan = routing::plan(&pool, &seed, now_secs());
+    let pinned = headers
+        .get("x-codex-turn-state")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ts| rt.turn_state_pin(ts));
+    let pin = routing::check_pin(&pool, pinned.as_deref(), now_secs());
+    match pin {
+        routing::PinCheck::Unavailable => {
+            return Dispatched::Response(
+                admission::reject(
+                    &rt,
+                    &key,
+                    &facts,
+                    GatewayError::PinnedContinuationUnavailable,
+                )
+                .await
+                .into_response(),
+            );
+        }
+        routing::PinCheck::ReauthRequired => {
+            return Dispatched::Response(
+                admission::reject(
+                    &rt,
+                    &key,
+                    &facts,
+                    GatewayError::PinnedContinuationReauthRequired,
+                )
+                .await
+                .into_response(),
+            );
+        }
+        _ => {}
+    }
+    let plan = routing::plan_with_pin(&pool, &seed, now_secs(), &pin);
     if plan.ring.is_empty() {
         if let Some(reset_at) = plan.earliest_quota_reset {
             return Dispatched::Response(reject_quota_exhausted(&rt, &key, &facts, reset_at).await);
@@ -560,6 +592,9 @@ impl Dispatch {
         let status = response.status();
         let upstream_status = Some(i64::from(status.as_u16()));
         finisher.upstream_request_id = header_text(response.headers(), "x-request-id");
+        if let Some(turn_state) = header_text(response.headers(), "x-codex-turn-state") {
+            rt.pin_turn_state(&turn_state, &candidate.assignment_id);
+        }
         finisher.quota = rt.observe_quota(
             &candidate.identity,
             upstream::quota_from_headers(&candidate.identity.id, response.headers(), now_ms()),

@@ -21,11 +21,16 @@ pub fn seed_for(
     headers: &axum::http::HeaderMap,
     body: Option<&serde_json::Map<String, Value>>,
 ) -> Seed {
+    // Conversation anchors, strongest first (the turn state is handled as a
+    // pin, not a seed: it names the account that served the turn).
     for (kind, name) in [
-        ("turn_state", "x-codex-turn-state"),
         ("window_id", "x-codex-window-id"),
-        ("session_id", "session_id"),
+        ("session_id", "x-codex-session-id"),
         ("session_id", "session-id"),
+        ("session_id", "x-session-id"),
+        ("session_id", "x-session-affinity"),
+        ("session_id", "session_id"),
+        ("conversation_id", "x-codex-conversation-id"),
     ] {
         if let Some(v) = headers
             .get(name)
@@ -84,6 +89,51 @@ pub struct Plan {
     /// Earliest quota reset among accounts left out for exhausted quota.
     pub earliest_quota_reset: Option<i64>,
     pub explanation: Value,
+}
+
+/// What a continuation pin asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PinCheck {
+    /// No pin, or the pinned assignment is gone from the Pool: route normally.
+    None,
+    /// The pinned account can serve: it leads the ring.
+    Usable(String),
+    /// The pinned account cannot serve now.
+    Unavailable,
+    /// The pinned account needs reauthorization.
+    ReauthRequired,
+}
+
+/// Checks a pinned assignment against the Pool.
+pub fn check_pin(pool: &PoolSnapshot, pinned_assignment: Option<&str>, now_secs: i64) -> PinCheck {
+    let Some(id) = pinned_assignment else {
+        return PinCheck::None;
+    };
+    let Some(c) = pool.candidates.iter().find(|c| c.assignment_id == id) else {
+        return PinCheck::None;
+    };
+    match c.exclusion {
+        Some("identity_reauth_required") => PinCheck::ReauthRequired,
+        Some(_) => PinCheck::Unavailable,
+        None if c.identity.is_exhausted(now_secs) => PinCheck::Unavailable,
+        None => PinCheck::Usable(id.to_owned()),
+    }
+}
+
+/// Orders the Pool's candidates for a request; a usable pin goes first.
+pub fn plan_with_pin(pool: &PoolSnapshot, seed: &Seed, now_secs: i64, pin: &PinCheck) -> Plan {
+    let mut plan = plan(pool, seed, now_secs);
+    if let PinCheck::Usable(id) = pin
+        && let Some(pos) = plan.ring.iter().position(|c| &c.assignment_id == id)
+    {
+        // A pinned continuation has no alternates: its state lives on that account.
+        let pinned = plan.ring.remove(pos);
+        plan.ring = vec![pinned];
+        if let Some(obj) = plan.explanation.as_object_mut() {
+            obj.insert("pinned_assignment_id".into(), json!(id));
+        }
+    }
+    plan
 }
 
 /// Orders the Pool's candidates for a request.

@@ -9,3 +9,4 @@ mod ops;
 mod privacy;
 mod responses;
 mod v1;
+mod websocket;
