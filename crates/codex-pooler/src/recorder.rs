@@ -12,6 +12,10 @@ use crate::store::{RecordEvent, Store};
 
 const CHANNEL_CAPACITY: usize = 16_384;
 const MAX_BATCH: usize = 512;
+/// After the first event of a batch, wait this long for more before writing:
+/// one transaction then carries many requests, which keeps the writer's cost
+/// per request low under load.
+const BATCH_LINGER: std::time::Duration = std::time::Duration::from_millis(5);
 
 enum Message {
     Event(RecordEvent),
@@ -80,15 +84,24 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Message>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut waiters = Vec::new();
     while let Some(first) = rx.recv().await {
+        let deadline = tokio::time::Instant::now() + BATCH_LINGER;
         let mut next = Some(first);
         while let Some(message) = next.take() {
+            let flush = matches!(message, Message::Flush(_));
             match message {
                 Message::Event(e) => batch.push(e),
                 Message::Flush(done) => waiters.push(done),
             }
-            if batch.len() < MAX_BATCH {
-                next = rx.try_recv().ok();
+            if batch.len() >= MAX_BATCH || flush {
+                break;
             }
+            next = match rx.try_recv() {
+                Ok(m) => Some(m),
+                Err(_) => tokio::time::timeout_at(deadline, rx.recv())
+                    .await
+                    .ok()
+                    .flatten(),
+            };
         }
         if !batch.is_empty() {
             write_with_retry(&store, &batch, rx.is_closed()).await;

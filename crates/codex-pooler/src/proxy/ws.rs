@@ -37,6 +37,9 @@ const KEY_RECHECK: Duration = Duration::from_secs(1);
 const DOWNSTREAM_IDLE: Duration = Duration::from_secs(1800);
 /// Largest frame accepted from a client.
 const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// Per-socket read and write buffers: small, so idle sockets stay cheap
+/// (frames larger than this are still accepted; the buffer grows for them).
+const SOCKET_BUFFER_BYTES: usize = 8 * 1024;
 
 type UpstreamSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -106,6 +109,8 @@ pub async fn upgrade(rt: Arc<Runtime>, headers: HeaderMap, ws: WebSocketUpgrade)
                 let candidate2 = candidate.clone();
                 let client_headers = headers.clone();
                 let mut response = ws
+                    .read_buffer_size(SOCKET_BUFFER_BYTES)
+                    .write_buffer_size(SOCKET_BUFFER_BYTES)
                     .max_message_size(MAX_FRAME_BYTES)
                     .max_frame_size(MAX_FRAME_BYTES)
                     .on_upgrade(move |client| {
@@ -193,20 +198,25 @@ async fn connect(
         "openai-beta",
         tungstenite::http::HeaderValue::from_static(RESPONSES_WEBSOCKETS_BETA),
     );
-    let connecting = tokio_tungstenite::connect_async(request);
+    let config = tungstenite::protocol::WebSocketConfig::default()
+        .read_buffer_size(SOCKET_BUFFER_BYTES)
+        .write_buffer_size(SOCKET_BUFFER_BYTES)
+        .max_message_size(Some(MAX_FRAME_BYTES))
+        .max_frame_size(Some(MAX_FRAME_BYTES));
+    let connecting = tokio_tungstenite::connect_async_with_config(request, Some(config), true);
     let timeout = Duration::from_secs(rt.settings.upstream_header_timeout_secs);
     match tokio::time::timeout(timeout, connecting).await {
         Ok(Ok((socket, response))) => {
             let mut relayed = HeaderMap::new();
             for (name, value) in response.headers() {
                 let n = name.as_str();
-                if upstream::RELAYED_RESPONSE_HEADERS.contains(&n) || n.starts_with("x-codex-") {
-                    if let (Ok(name), Ok(value)) = (
+                if (upstream::RELAYED_RESPONSE_HEADERS.contains(&n) || n.starts_with("x-codex-"))
+                    && let (Ok(name), Ok(value)) = (
                         axum::http::HeaderName::from_bytes(n.as_bytes()),
                         HeaderValue::from_bytes(value.as_bytes()),
-                    ) {
-                        relayed.append(name, value);
-                    }
+                    )
+                {
+                    relayed.append(name, value);
                 }
             }
             if let Some(ts) = response
@@ -369,7 +379,7 @@ fn close(code: u16, reason: &str) -> Message {
 impl Session {
     async fn key_still_active(&self) -> bool {
         match self.rt.api_key(&self.key.key_prefix).await {
-            Ok(Some(k)) => k.status == "active" && !k.expires_at.is_some_and(|at| at <= now_ms()),
+            Ok(Some(k)) => k.status == "active" && k.expires_at.is_none_or(|at| at > now_ms()),
             Ok(None) => false,
             Err(_) => true,
         }

@@ -262,6 +262,31 @@ impl Store {
         })
     }
 
+    /// Turns the Pool's OpenAI-compatible `/v1` surface on or off.
+    pub async fn set_pool_v1_compatibility(
+        &self,
+        actor: &AuditActor,
+        pool_id: &str,
+        enabled: bool,
+    ) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE pool_routing_settings SET v1_compatibility_enabled = $2, updated_at = $3 WHERE pool_id = $1")
+                .bind(pool_id).bind(enabled).bind(now_ms()).execute(&mut *tx).await?
+                .rows_affected();
+            if changed == 0 {
+                return Err(StoreError::NotFound("Pool"));
+            }
+            insert_audit!(tx, AuditEntry {
+                actor, action: "pool.update", target_kind: "pool", target_id: Some(pool_id), pool_id: Some(pool_id),
+                details: serde_json::json!({"fields": ["v1_compatibility_enabled"], "v1_compatibility_enabled": enabled}),
+            });
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
     /// Finds a Pool by id or slug.
     pub async fn find_pool(&self, id_or_slug: &str) -> StoreResult<Option<PoolRow>> {
         Ok(with_pool!(self, pool => sqlx::query_as::<_, PoolRow>(

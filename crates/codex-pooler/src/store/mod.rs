@@ -6,10 +6,12 @@
 mod control;
 mod records;
 mod runtime;
+mod usage;
 
 pub use control::*;
 pub use records::*;
 pub use runtime::*;
+pub use usage::*;
 
 use std::str::FromStr;
 use std::time::Duration;

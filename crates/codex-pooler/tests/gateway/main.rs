@@ -8,5 +8,6 @@ mod ingress;
 mod ops;
 mod privacy;
 mod responses;
+mod sdk;
 mod v1;
 mod websocket;
