@@ -64,6 +64,11 @@ impl Application {
             TaskTracker::new(),
             CancellationToken::new(),
         ));
+        runtime
+            .store
+            .heartbeat_instance(&runtime.instance_id)
+            .await?;
+        crate::jobs::start(&runtime);
         Ok(Application { listener, runtime })
     }
 
@@ -87,6 +92,9 @@ impl Application {
             () = stopped => tracing::warn!("shutdown grace period elapsed; closing remaining connections"),
         }
         rt.recorder.flush().await;
+        if let Err(err) = rt.store.stop_instance(&rt.instance_id).await {
+            tracing::warn!(error = %err, "could not mark this instance stopped");
+        }
         rt.tasks.close();
         let _ = tokio::time::timeout(Duration::from_secs(5), rt.tasks.wait()).await;
         rt.store.close().await;

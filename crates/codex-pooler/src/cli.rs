@@ -82,6 +82,19 @@ pub enum OperatorTokenCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PoolCommand {
+    /// Set a Pool's routing strategy and ring size.
+    SetRouting {
+        #[command(flatten)]
+        settings: Settings,
+        #[arg(long)]
+        pool: String,
+        /// bridge_ring, deterministic_rotation, least_recent_success or quota_first
+        #[arg(long)]
+        strategy: String,
+        /// Accounts tried per request (at least 1).
+        #[arg(long, default_value_t = 3)]
+        ring_size: i64,
+    },
     /// Create a Pool.
     Create {
         #[command(flatten)]
@@ -208,6 +221,27 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .create_pool(&actor, &slug, name.as_deref().unwrap_or(&slug))
                 .await?;
             println!("Pool {} created (id {})", pool.slug, pool.id);
+            Ok(())
+        }
+        Command::Pool(PoolCommand::SetRouting {
+            settings,
+            pool,
+            strategy,
+            ring_size,
+        }) => {
+            control::validate_routing(&strategy, ring_size)?;
+            let (store, _) = crate::app::open_store(&settings).await?;
+            let pool = store
+                .find_pool(&pool)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no Pool {pool}"))?;
+            store
+                .set_pool_routing(&actor, &pool.id, &strategy, ring_size)
+                .await?;
+            println!(
+                "Pool {} routes with {strategy}, ring size {ring_size}",
+                pool.slug
+            );
             Ok(())
         }
         Command::Upstream(UpstreamCommand::Import {

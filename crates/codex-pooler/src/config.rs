@@ -82,6 +82,19 @@ pub struct Settings {
     )]
     pub max_decompression_ratio: usize,
 
+    /// Seconds without a heartbeat after which an instance counts as gone and
+    /// its requests still in progress are closed as failed.
+    #[arg(long, env = "CODEX_POOLER_INSTANCE_STALE_SECS", default_value_t = 30)]
+    pub instance_stale_secs: u64,
+
+    /// Seconds between quota polls of each account's usage endpoint.
+    #[arg(
+        long,
+        env = "CODEX_POOLER_USAGE_POLL_INTERVAL_SECS",
+        default_value_t = 300
+    )]
+    pub usage_poll_interval_secs: u64,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "CODEX_POOLER_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -120,6 +133,8 @@ impl Settings {
             max_request_bytes: 32 * 1024 * 1024,
             max_decompressed_bytes: 64 * 1024 * 1024,
             max_decompression_ratio: 200,
+            instance_stale_secs: 30,
+            usage_poll_interval_secs: 300,
             log_format: "text".into(),
         }
     }

@@ -112,6 +112,30 @@ pub fn validate_slug(slug: &str) -> Result<(), ControlError> {
     }
 }
 
+/// Routing strategies a Pool can use.
+pub const ROUTING_STRATEGIES: &[&str] = &[
+    "bridge_ring",
+    "deterministic_rotation",
+    "least_recent_success",
+    "quota_first",
+];
+
+/// Validates routing settings.
+pub fn validate_routing(strategy: &str, ring_size: i64) -> Result<(), ControlError> {
+    if !ROUTING_STRATEGIES.contains(&strategy) {
+        return Err(ControlError::InvalidInput(format!(
+            "strategy must be one of {}",
+            ROUTING_STRATEGIES.join(", ")
+        )));
+    }
+    if !(1..=64).contains(&ring_size) {
+        return Err(ControlError::InvalidInput(
+            "ring size must be between 1 and 64".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Parsed and validated `auth.json`.
 #[derive(Debug, Clone)]
 pub struct ParsedAuthJson {

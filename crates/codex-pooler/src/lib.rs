@@ -14,6 +14,8 @@ pub mod crypto;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod health;
+pub mod jobs;
 pub mod ops;
 pub mod proxy;
 pub mod recorder;

@@ -38,9 +38,9 @@ impl std::fmt::Debug for Recorder {
 impl Recorder {
     /// Starts the writer task on `tasks`. It ends when every `Recorder` clone is
     /// dropped and the channel is drained.
-    pub fn start(store: Store, tasks: &TaskTracker) -> Recorder {
+    pub fn start(store: Store, tasks: &TaskTracker, instance_id: String) -> Recorder {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        tasks.spawn(write_loop(store, rx));
+        tasks.spawn(write_loop(store, rx, instance_id));
         Recorder {
             tx,
             tasks: tasks.clone(),
@@ -80,7 +80,7 @@ impl Recorder {
     }
 }
 
-async fn write_loop(store: Store, mut rx: mpsc::Receiver<Message>) {
+async fn write_loop(store: Store, mut rx: mpsc::Receiver<Message>, instance_id: String) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut waiters = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -104,7 +104,7 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Message>) {
             };
         }
         if !batch.is_empty() {
-            write_with_retry(&store, &batch, rx.is_closed()).await;
+            write_with_retry(&store, &batch, rx.is_closed(), &instance_id).await;
             batch.clear();
         }
         for done in waiters.drain(..) {
@@ -113,24 +113,30 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Message>) {
     }
 }
 
-async fn write_with_retry(store: &Store, batch: &[RecordEvent], closing: bool) {
-    if retry(store, batch, closing, 3).await {
+async fn write_with_retry(store: &Store, batch: &[RecordEvent], closing: bool, instance: &str) {
+    if retry(store, batch, closing, 3, instance).await {
         return;
     }
     // A batch that keeps failing may hold one event the database refuses (for
     // example a row whose Pool was deleted meanwhile): write the events one by
     // one so only that event is given up, and say so.
     for event in batch {
-        if !retry(store, std::slice::from_ref(event), closing, 20).await {
+        if !retry(store, std::slice::from_ref(event), closing, 20, instance).await {
             tracing::error!(event = ?event_kind(event), "a request record could not be written and was skipped");
         }
     }
 }
 
-async fn retry(store: &Store, events: &[RecordEvent], closing: bool, max_tries: u32) -> bool {
+async fn retry(
+    store: &Store,
+    events: &[RecordEvent],
+    closing: bool,
+    max_tries: u32,
+    instance: &str,
+) -> bool {
     let mut delay = Duration::from_millis(50);
     for tries in 1..=max_tries {
-        match store.apply_record_batch(events).await {
+        match store.apply_record_batch(events, instance).await {
             Ok(()) => return true,
             Err(err) => {
                 tracing::warn!(error = %err, tries, events = events.len(), "writing request records failed");

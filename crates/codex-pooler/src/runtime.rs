@@ -60,6 +60,16 @@ pub struct IdentityState {
     refresh_lock: tokio::sync::Mutex<()>,
     /// Unix seconds until which the account is known to be out of quota.
     exhausted_until: AtomicI64,
+    /// Latest known used percent per window kind, with its reset.
+    quota: Mutex<HashMap<String, QuotaWindow>>,
+}
+
+/// One quota window as last observed.
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaWindow {
+    pub used_percent: f64,
+    pub reset_at: Option<i64>,
+    pub observed_at: i64,
 }
 
 impl IdentityState {
@@ -89,6 +99,34 @@ impl IdentityState {
 
     pub fn exhausted_until(&self) -> i64 {
         self.exhausted_until.load(Ordering::Relaxed)
+    }
+
+    /// Remembers an observed window; a window at 100 % with a reset marks the
+    /// account out of quota until then.
+    pub fn observe_window(&self, kind: &str, window: QuotaWindow) {
+        if window.used_percent >= 100.0
+            && let Some(reset) = window.reset_at
+        {
+            self.mark_exhausted_until(reset);
+        }
+        if let Ok(mut q) = self.quota.lock() {
+            q.insert(kind.to_owned(), window);
+        }
+    }
+
+    /// Remaining quota score for `quota_first`: the smallest `100 − used` over
+    /// windows whose cycle has not reset yet; `None` when nothing is known.
+    pub fn remaining_quota(&self, now: i64) -> Option<f64> {
+        let q = self.quota.lock().ok()?;
+        q.values()
+            .map(|w| {
+                if w.reset_at.is_some_and(|r| r <= now) {
+                    100.0
+                } else {
+                    (100.0 - w.used_percent).max(0.0)
+                }
+            })
+            .reduce(f64::min)
     }
 }
 
@@ -174,6 +212,11 @@ pub struct Runtime {
     key_last_used: Mutex<HashMap<String, i64>>,
     quota_written: Mutex<HashMap<(String, String), WrittenQuota>>,
     turn_pins: Mutex<HashMap<String, (String, Instant)>>,
+    /// Seconds added to the wall clock (tests move time forward with it).
+    clock_offset: AtomicI64,
+    pub health: crate::health::Health,
+    /// This process's identity in `gateway_instances`.
+    pub instance_id: String,
 }
 
 /// How long a turn-state pin is remembered, and how many are kept.
@@ -219,7 +262,8 @@ impl Runtime {
         tasks: TaskTracker,
         shutdown: CancellationToken,
     ) -> Self {
-        let recorder = Recorder::start(store.clone(), &tasks);
+        let instance_id = crate::time::new_id();
+        let recorder = Recorder::start(store.clone(), &tasks, instance_id.clone());
         Runtime {
             settings,
             store,
@@ -236,7 +280,20 @@ impl Runtime {
             key_last_used: Mutex::new(HashMap::new()),
             quota_written: Mutex::new(HashMap::new()),
             turn_pins: Mutex::new(HashMap::new()),
+            clock_offset: AtomicI64::new(0),
+            health: crate::health::Health::default(),
+            instance_id,
         }
+    }
+
+    /// Unix seconds on the gateway's clock.
+    pub fn now_secs(&self) -> i64 {
+        now_secs() + self.clock_offset.load(Ordering::Relaxed)
+    }
+
+    /// Moves the gateway's clock forward (tests that simulate the passage of time).
+    pub fn advance_clock(&self, seconds: i64) {
+        self.clock_offset.fetch_add(seconds, Ordering::Relaxed);
     }
 
     /// Forgets every cached view (after an admin change in this process).
@@ -351,11 +408,14 @@ impl Runtime {
             return windows;
         };
         for w in windows {
-            if w.used_percent >= 100.0
-                && let Some(reset) = w.reset_at
-            {
-                identity.mark_exhausted_until(reset);
-            }
+            identity.observe_window(
+                &w.window_kind,
+                QuotaWindow {
+                    used_percent: w.used_percent,
+                    reset_at: w.reset_at,
+                    observed_at: w.observed_at,
+                },
+            );
             let key = (w.identity_id.clone(), w.window_kind.clone());
             let due = match written.get(&key) {
                 None => true,
@@ -523,6 +583,7 @@ impl Runtime {
             }),
             refresh_lock: tokio::sync::Mutex::new(()),
             exhausted_until: AtomicI64::new(0),
+            quota: Mutex::new(HashMap::new()),
         });
         if let Ok(mut map) = self.identities.lock() {
             return Ok(map.entry(row.identity_id.clone()).or_insert(state).clone());
@@ -538,7 +599,7 @@ impl Runtime {
         let creds = candidate.identity.credentials();
         let expiring = creds
             .expires_at
-            .is_some_and(|exp| exp / 1000 - PROACTIVE_REFRESH_SECS <= now_secs());
+            .is_some_and(|exp| exp / 1000 - PROACTIVE_REFRESH_SECS <= self.now_secs());
         if expiring {
             return self.refresh(candidate, creds.generation).await;
         }

@@ -23,9 +23,10 @@ use super::sse::SseReader;
 use super::upstream::{self, RELAYED_RESPONSE_HEADERS, RequestShape};
 use crate::domain::classify::{EventKind, is_retryable_first_event_code};
 use crate::error::GatewayError;
+use crate::health::CircuitState;
 use crate::runtime::{Candidate, Credentials, Runtime};
 use crate::store::{ApiKeyRow, AttemptEnd, NewAttempt, RecordEvent, RequestEnd, Settlement};
-use crate::time::{new_id, now_ms, now_secs};
+use crate::time::{new_id, now_ms};
 
 /// Which backend route is being served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +226,7 @@ async fn dispatch(
         .get("x-codex-turn-state")
         .and_then(|v| v.to_str().ok())
         .and_then(|ts| rt.turn_state_pin(ts));
-    let pin = routing::check_pin(&pool, pinned.as_deref(), now_secs());
+    let pin = routing::check_pin(&pool, pinned.as_deref(), rt.now_secs());
     match pin {
         routing::PinCheck::Unavailable => {
             return Dispatched::Response(
@@ -253,7 +254,14 @@ async fn dispatch(
         }
         _ => {}
     }
-    let plan = routing::plan_with_pin(&pool, &seed, now_secs(), &pin);
+    let route_class = route_class(route, &shape);
+    let inputs = routing::Inputs {
+        now: rt.now_secs(),
+        health: &rt.health,
+        model: &shape.model,
+        route_class,
+    };
+    let plan = routing::plan_with_pin(&pool, &seed, inputs, &pin);
     if plan.ring.is_empty() {
         if let Some(reset_at) = plan.earliest_quota_reset {
             return Dispatched::Response(reject_quota_exhausted(&rt, &key, &facts, reset_at).await);
@@ -282,6 +290,7 @@ async fn dispatch(
     let ctx = Dispatch {
         rt: rt.clone(),
         route,
+        route_class,
         endpoint: surface.endpoint,
         delivery: surface.delivery,
         request_id,
@@ -309,6 +318,15 @@ const PRECOMMIT_MAX_BYTES: usize = 1024 * 1024;
 /// Response header carrying the gateway's request row id, for correlation.
 pub const REQUEST_ID_HEADER: &str = "x-codex-pooler-request-id";
 
+/// The circuit-breaker lane of a request.
+fn route_class(route: Route, shape: &RequestShape) -> &'static str {
+    match route {
+        Route::Compact => "proxy_compact",
+        Route::Responses if shape.client_wants_stream => "proxy_stream",
+        Route::Responses => "proxy_http",
+    }
+}
+
 fn transport_guess(route: Route, shape: Option<&RequestShape>) -> &'static str {
     match (route, shape) {
         (Route::Compact, _) => "http_compact_json",
@@ -333,7 +351,7 @@ async fn reject_quota_exhausted(
     .to_string();
     rt.recorder.send(RecordEvent::Request(Box::new(row))).await;
     crate::ops::record_outcome(facts.endpoint, "rejected", None);
-    let in_seconds = (reset_at - now_secs()).max(0);
+    let in_seconds = (reset_at - rt.now_secs()).max(0);
     let body = json!({"error": {
         "type": "usage_limit_reached",
         "code": "usage_limit_reached",
@@ -354,6 +372,7 @@ async fn reject_quota_exhausted(
 struct Dispatch {
     rt: Arc<Runtime>,
     route: Route,
+    route_class: &'static str,
     endpoint: &'static str,
     delivery: Delivery,
     request_id: String,
@@ -389,6 +408,26 @@ impl Dispatch {
         let ring_len = ring.len();
         for (index, candidate) in ring.iter().enumerate() {
             let is_last = index + 1 == ring_len || self.route == Route::Compact;
+            let now = self.rt.now_secs();
+            match self.rt.health.circuit(
+                &candidate.assignment_id,
+                &self.shape.model,
+                self.route_class,
+                now,
+            ) {
+                CircuitState::Open => continue,
+                CircuitState::HalfOpen
+                    if !self.rt.health.claim_probe(
+                        &candidate.assignment_id,
+                        &self.shape.model,
+                        self.route_class,
+                        now,
+                    ) =>
+                {
+                    continue;
+                }
+                _ => {}
+            }
             let mut creds = match self.rt.fresh_credentials(candidate).await {
                 Ok(c) => c,
                 Err(err) => {
@@ -568,6 +607,7 @@ impl Dispatch {
         let response = match tokio::time::timeout(header_timeout, send).await {
             Ok(Ok(r)) => r,
             Ok(Err(err)) => {
+                self.note_health(candidate, false);
                 let code = if err.is_timeout() {
                     "upstream_timeout"
                 } else {
@@ -578,6 +618,7 @@ impl Dispatch {
                     .await;
             }
             Err(_) => {
+                self.note_health(candidate, false);
                 return self
                     .retryable(
                         finisher,
@@ -627,9 +668,12 @@ impl Dispatch {
             let body = read_limited(response, 256 * 1024).await;
             if status == StatusCode::TOO_MANY_REQUESTS
                 && let Ok(json) = serde_json::from_slice::<Value>(&body)
-                && let Some(reset_at) = upstream::usage_limit_reset(&json, now_secs())
+                && let Some(reset_at) = upstream::usage_limit_reset(&json, rt.now_secs())
             {
                 candidate.identity.mark_exhausted_until(reset_at);
+            }
+            if status.is_server_error() {
+                self.note_health(candidate, false);
             }
             let retryable = status == StatusCode::TOO_MANY_REQUESTS
                 || status == StatusCode::UNAUTHORIZED
@@ -661,9 +705,21 @@ impl Dispatch {
             return AttemptOutcome::Done(AttemptResult::Final(failure, Box::new(finisher)));
         }
         if self.route == Route::Compact {
+            self.note_health(candidate, true);
             return AttemptOutcome::Done(self.commit_json_passthrough(response, finisher).await);
         }
-        self.commit_stream(response, finisher, is_last).await
+        self.commit_stream(response, finisher, is_last, candidate)
+            .await
+    }
+
+    fn note_health(&self, candidate: &Candidate, ok: bool) {
+        self.rt.health.record(
+            &candidate.assignment_id,
+            &self.shape.model,
+            self.route_class,
+            ok,
+            self.rt.now_secs(),
+        );
     }
 
     async fn retryable(
@@ -767,6 +823,7 @@ impl Dispatch {
         response: reqwest::Response,
         mut finisher: Finisher,
         is_last: bool,
+        candidate: &Candidate,
     ) -> AttemptOutcome {
         let out_headers = relayed_headers(response.headers());
         let content_type = response
@@ -808,6 +865,9 @@ impl Dispatch {
                 }
             }
         }
+        let first_failed = observer.first_decisive.is_none() && early_end.is_some()
+            || matches!(&observer.first_decisive, Some(EventKind::Failed(code)) if is_retryable_first_event_code(code));
+        self.note_health(candidate, !first_failed);
         if observer.first_decisive.is_none() && early_end.is_some() && !is_last {
             let code = if early_end == Some(StreamEnd::IdleTimeout) {
                 "stream_idle_timeout"

@@ -7,6 +7,7 @@ use std::hash::{Hash, Hasher};
 
 use serde_json::{Value, json};
 
+use crate::health::{CircuitState, Health};
 use crate::runtime::{Candidate, PoolSnapshot};
 
 /// Where the routing seed came from.
@@ -120,9 +121,18 @@ pub fn check_pin(pool: &PoolSnapshot, pinned_assignment: Option<&str>, now_secs:
     }
 }
 
-/// Orders the Pool's candidates for a request; a usable pin goes first.
-pub fn plan_with_pin(pool: &PoolSnapshot, seed: &Seed, now_secs: i64, pin: &PinCheck) -> Plan {
-    let mut plan = plan(pool, seed, now_secs);
+/// What routing needs besides the Pool and the seed.
+#[derive(Debug, Clone, Copy)]
+pub struct Inputs<'a> {
+    pub now: i64,
+    pub health: &'a Health,
+    pub model: &'a str,
+    pub route_class: &'static str,
+}
+
+/// Orders the Pool's candidates for a request; a usable pin goes first and alone.
+pub fn plan_with_pin(pool: &PoolSnapshot, seed: &Seed, inputs: Inputs<'_>, pin: &PinCheck) -> Plan {
+    let mut plan = plan(pool, seed, inputs);
     if let PinCheck::Usable(id) = pin
         && let Some(pos) = plan.ring.iter().position(|c| &c.assignment_id == id)
     {
@@ -136,38 +146,90 @@ pub fn plan_with_pin(pool: &PoolSnapshot, seed: &Seed, now_secs: i64, pin: &PinC
     plan
 }
 
-/// Orders the Pool's candidates for a request.
-pub fn plan(pool: &PoolSnapshot, seed: &Seed, now_secs: i64) -> Plan {
+/// Filters the Pool's candidates (lifecycle, quota, circuit) and orders the
+/// rest: a conversation anchor keeps rendezvous order on that anchor (cache
+/// and continuity locality); otherwise the Pool's strategy decides. Demoted
+/// accounts go last; the ring is cut to the Pool's ring size.
+pub fn plan(pool: &PoolSnapshot, seed: &Seed, inputs: Inputs<'_>) -> Plan {
+    let now = inputs.now;
     let mut excluded = Vec::new();
     let mut earliest_quota_reset: Option<i64> = None;
     let mut usable: Vec<&Candidate> = Vec::new();
     for c in &pool.candidates {
         if let Some(reason) = c.exclusion {
             excluded.push((c.assignment_id.clone(), reason));
-        } else if c.identity.is_exhausted(now_secs) {
+        } else if c.identity.is_exhausted(now) {
             let reset = c.identity.exhausted_until();
             earliest_quota_reset = Some(earliest_quota_reset.map_or(reset, |e: i64| e.min(reset)));
             excluded.push((c.assignment_id.clone(), "quota_exhausted"));
+        } else if inputs
+            .health
+            .circuit(&c.assignment_id, inputs.model, inputs.route_class, now)
+            == CircuitState::Open
+        {
+            excluded.push((c.assignment_id.clone(), "routing_circuit_open"));
         } else {
             usable.push(c);
         }
     }
-    let order = rendezvous_order(&seed.value, usable.iter().map(|c| c.assignment_id.as_str()));
-    let ring: Vec<Candidate> = order
+    let rendezvous = rendezvous_order(&seed.value, usable.iter().map(|c| c.assignment_id.as_str()));
+    let rank = |id: &str| {
+        rendezvous
+            .iter()
+            .position(|r| *r == id)
+            .unwrap_or(usize::MAX)
+    };
+    let mut ordered: Vec<&Candidate> = usable.clone();
+    ordered.sort_by_key(|c| rank(&c.assignment_id));
+    let strategy_applied = if seed.kind != "random" {
+        "affinity"
+    } else {
+        pool.strategy.as_str()
+    };
+    match strategy_applied {
+        "deterministic_rotation" => {
+            ordered.sort_by(|a, b| a.assignment_id.cmp(&b.assignment_id));
+            if !ordered.is_empty() {
+                let shift = (inputs.health.next_rotation() % ordered.len() as u64) as usize;
+                ordered.rotate_left(shift);
+            }
+        }
+        "least_recent_success" => {
+            ordered.sort_by_key(|c| {
+                (
+                    inputs
+                        .health
+                        .last_success(&c.assignment_id)
+                        .unwrap_or(i64::MIN),
+                    rank(&c.assignment_id),
+                )
+            });
+        }
+        "quota_first" => {
+            ordered.sort_by(|a, b| {
+                let score = |c: &Candidate| c.identity.remaining_quota(now).unwrap_or(100.0);
+                score(b)
+                    .total_cmp(&score(a))
+                    .then_with(|| rank(&a.assignment_id).cmp(&rank(&b.assignment_id)))
+            });
+        }
+        _ => {}
+    }
+    // Stable: keeps the order among demoted and among healthy accounts.
+    ordered.sort_by_key(|c| inputs.health.is_demoted(&c.assignment_id, now));
+    let ring: Vec<Candidate> = ordered
         .iter()
         .take(pool.ring_size)
-        .filter_map(|id| {
-            usable
-                .iter()
-                .find(|c| c.assignment_id == *id)
-                .map(|c| (*c).clone())
-        })
+        .map(|c| (*c).clone())
         .collect();
     let explanation = json!({
         "strategy": pool.strategy,
+        "applied": strategy_applied,
         "seed_kind": seed.kind,
         "ring_size": pool.ring_size,
-        "ring": ring.iter().map(|c| json!({"assignment_id": c.assignment_id, "label": c.label})).collect::<Vec<_>>(),
+        "route_class": inputs.route_class,
+        "ring": ring.iter().enumerate().map(|(i, c)| json!({"rank": i + 1, "assignment_id": c.assignment_id, "label": c.label,
+            "demoted": inputs.health.is_demoted(&c.assignment_id, now)})).collect::<Vec<_>>(),
         "excluded": excluded.iter().map(|(id, reason)| json!({"assignment_id": id, "reasons": [reason]})).collect::<Vec<_>>(),
     });
     Plan {

@@ -26,7 +26,7 @@ use crate::domain::classify::EventKind;
 use crate::error::GatewayError;
 use crate::runtime::{Candidate, Credentials, Runtime};
 use crate::store::{ApiKeyRow, NewAttempt, RecordEvent};
-use crate::time::{new_id, now_ms, now_secs};
+use crate::time::{new_id, now_ms};
 
 const ENDPOINT: &str = "/backend-api/codex/responses";
 /// The websocket protocol version presented upstream.
@@ -70,7 +70,7 @@ pub async fn upgrade(rt: Arc<Runtime>, headers: HeaderMap, ws: WebSocketUpgrade)
         .get("x-codex-turn-state")
         .and_then(|v| v.to_str().ok())
         .and_then(|ts| rt.turn_state_pin(ts));
-    let pin = routing::check_pin(&pool, pinned.as_deref(), now_secs());
+    let pin = routing::check_pin(&pool, pinned.as_deref(), rt.now_secs());
     match pin {
         routing::PinCheck::Unavailable => {
             return admission::reject(
@@ -94,7 +94,13 @@ pub async fn upgrade(rt: Arc<Runtime>, headers: HeaderMap, ws: WebSocketUpgrade)
         }
         _ => {}
     }
-    let plan = routing::plan_with_pin(&pool, &seed, now_secs(), &pin);
+    let inputs = routing::Inputs {
+        now: rt.now_secs(),
+        health: &rt.health,
+        model: "*",
+        route_class: "proxy_websocket",
+    };
+    let plan = routing::plan_with_pin(&pool, &seed, inputs, &pin);
     if plan.ring.is_empty() {
         return admission::reject(&rt, &key, &facts, GatewayError::NoEligibleBackend)
             .await
@@ -234,7 +240,7 @@ async fn connect(
             if status == StatusCode::TOO_MANY_REQUESTS
                 && let Some(body) = response.body()
                 && let Ok(v) = serde_json::from_slice::<Value>(body)
-                && let Some(reset) = upstream::usage_limit_reset(&v, now_secs())
+                && let Some(reset) = upstream::usage_limit_reset(&v, rt.now_secs())
             {
                 candidate.identity.mark_exhausted_until(reset);
             }
@@ -509,6 +515,32 @@ impl Session {
             data: text.as_bytes().to_vec(),
         };
         turn.observer.on_event(&event);
+        if text.contains("\"codex.rate_limits\"")
+            && let Ok(v) = serde_json::from_str::<Value>(text)
+        {
+            for kind in ["primary", "secondary"] {
+                if let Some(w) = v
+                    .pointer(&format!("/rate_limits/{kind}"))
+                    .filter(|w| w.is_object())
+                    && let Some(used) = w.get("used_percent").and_then(Value::as_f64)
+                {
+                    let minutes = w.get("window_minutes").and_then(Value::as_i64);
+                    let kind = if kind == "primary" && minutes == Some(10_080) {
+                        "secondary"
+                    } else {
+                        kind
+                    };
+                    self.candidate.identity.observe_window(
+                        kind,
+                        crate::runtime::QuotaWindow {
+                            used_percent: used,
+                            reset_at: w.get("reset_at").and_then(Value::as_i64),
+                            observed_at: now_ms(),
+                        },
+                    );
+                }
+            }
+        }
         if text.contains("\"response.metadata\"")
             && let Ok(v) = serde_json::from_str::<Value>(text)
             && let Some(ts) = v

@@ -4,6 +4,7 @@
 //! Nothing in this module knows about HTTP.
 
 mod control;
+mod jobs;
 mod records;
 mod runtime;
 mod usage;

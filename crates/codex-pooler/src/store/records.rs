@@ -192,14 +192,15 @@ const REQUEST_LOG_COLUMNS: &str = "r.id, r.correlation_id, r.pool_id, p.name AS 
     r.client_request_id, r.user_agent, r.request_metadata";
 
 macro_rules! apply_event {
-    ($tx:expr, $event:expr) => {
+    ($tx:expr, $event:expr, $instance:expr) => {
         match $event {
             RecordEvent::Request(r) => {
                 sqlx::query(
                     "INSERT INTO requests (id, correlation_id, pool_id, api_key_id, api_key_prefix, api_key_label, endpoint, transport,
                         status, usage_status, requested_model, reasoning_effort, service_tier, admitted_at, completed_at,
-                        response_status_code, last_error_code, client_request_id, user_agent, request_metadata, estimated_cost_micros)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+                        response_status_code, last_error_code, client_request_id, user_agent, request_metadata, estimated_cost_micros,
+                        instance_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(&r.id).bind(&r.correlation_id).bind(&r.pool_id).bind(r.api_key_id.as_deref())
@@ -207,7 +208,7 @@ macro_rules! apply_event {
                 .bind(&r.status).bind(&r.usage_status).bind(&r.requested_model).bind(r.reasoning_effort.as_deref())
                 .bind(r.service_tier.as_deref()).bind(r.admitted_at).bind(r.completed_at).bind(r.response_status_code)
                 .bind(r.last_error_code.as_deref()).bind(r.client_request_id.as_deref()).bind(r.user_agent.as_deref())
-                .bind(&r.request_metadata).bind(r.estimated_cost_micros)
+                .bind(&r.request_metadata).bind(r.estimated_cost_micros).bind($instance)
                 .execute(&mut *$tx).await?;
             }
             RecordEvent::AttemptStarted(a) => {
@@ -367,9 +368,9 @@ fn coalesce(events: &[RecordEvent]) -> Vec<WriteOp<'_>> {
 }
 
 macro_rules! apply_op {
-    ($tx:expr, $op:expr) => {
+    ($tx:expr, $op:expr, $instance:expr) => {
         match $op {
-            WriteOp::Event(event) => apply_event!($tx, *event),
+            WriteOp::Event(event) => apply_event!($tx, *event, $instance),
             WriteOp::InsertRequest { row: r, attempt, end } => {
                 let s = end.map(|e| &e.settlement);
                 let status = end.map_or(r.status.as_str(), |e| e.status);
@@ -380,9 +381,9 @@ macro_rules! apply_op {
                         response_status_code, last_error_code, client_request_id, user_agent, request_metadata, estimated_cost_micros,
                         upstream_identity_id, upstream_account_label, upstream_account_email, upstream_account_plan,
                         retry_count, routing_ms, upstream_ms, first_byte_ms, total_ms, input_tokens, cached_input_tokens,
-                        output_tokens, reasoning_tokens, total_tokens, settled_cost_micros, pricing_status)
+                        output_tokens, reasoning_tokens, total_tokens, settled_cost_micros, pricing_status, instance_id)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21,
-                        $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37)
+                        $22, $23, $24, $25, $26, $27, $28, $29, $30, $31, $32, $33, $34, $35, $36, $37, $38)
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(&r.id).bind(&r.correlation_id).bind(&r.pool_id).bind(r.api_key_id.as_deref())
@@ -401,7 +402,7 @@ macro_rules! apply_op {
                 .bind(s.and_then(|s| s.input_tokens)).bind(s.and_then(|s| s.cached_input_tokens))
                 .bind(s.and_then(|s| s.output_tokens)).bind(s.and_then(|s| s.reasoning_tokens))
                 .bind(s.and_then(|s| s.total_tokens)).bind(s.and_then(|s| s.settled_cost_micros))
-                .bind(s.and_then(|s| s.pricing_status.as_deref()))
+                .bind(s.and_then(|s| s.pricing_status.as_deref())).bind($instance)
                 .execute(&mut *$tx).await?;
             }
             WriteOp::InsertAttempt { start: a, end: e } => {
@@ -437,12 +438,16 @@ macro_rules! apply_op {
 impl Store {
     /// Writes a batch of record events in one transaction, in order, coalescing
     /// the lifecycle of requests that start and finish within the batch.
-    pub async fn apply_record_batch(&self, events: &[RecordEvent]) -> StoreResult<()> {
+    pub async fn apply_record_batch(
+        &self,
+        events: &[RecordEvent],
+        instance_id: &str,
+    ) -> StoreResult<()> {
         let ops = coalesce(events);
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for op in &ops {
-                apply_op!(tx, op);
+                apply_op!(tx, op, instance_id);
             }
             tx.commit().await?;
             Ok(())
