@@ -150,12 +150,32 @@ impl GatewayError {
 
     /// The OpenAI-shaped body.
     pub fn body(&self) -> serde_json::Value {
-        error_body(
-            &self.to_string(),
-            "invalid_request_error",
-            self.code(),
-            self.param(),
-        )
+        let kind = if matches!(self, Self::Internal) {
+            "server_error"
+        } else {
+            "invalid_request_error"
+        };
+        let mut body = error_body(&self.to_string(), kind, self.code(), self.param());
+        if matches!(
+            self,
+            Self::PinnedContinuationUnavailable | Self::PinnedContinuationReauthRequired
+        ) && let Some(error) = body
+            .get_mut("error")
+            .and_then(serde_json::Value::as_object_mut)
+        {
+            error.insert("retryable".into(), json!(false));
+            error.insert("requires_new_upstream_session".into(), json!(true));
+            error.insert("recovery_kind".into(), json!("restart_with_full_context"));
+            error.insert(
+                "recovery".into(),
+                json!({
+                    "guidance": "start a new session: resend the full conversation without continuation anchors",
+                    "drop_body_fields": ["previous_response_id"],
+                    "drop_headers": ["x-codex-turn-state"],
+                }),
+            );
+        }
+        body
     }
 }
 

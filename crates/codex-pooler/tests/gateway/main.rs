@@ -8,6 +8,7 @@ mod ingress;
 mod ops;
 mod privacy;
 mod responses;
+mod routing;
 mod sdk;
 mod v1;
 mod websocket;

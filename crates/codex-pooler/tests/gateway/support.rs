@@ -47,6 +47,7 @@ macro_rules! on_both_backends {
 pub struct Harness {
     pub sim: Simulator,
     pub app: RunningApp,
+    pub settings: Settings,
     pub info: DemoInfo,
     pub http: reqwest::Client,
     pub data_dir: PathBuf,
@@ -109,16 +110,28 @@ impl Harness {
         settings.upstream_base_url = sim.base_url();
         settings.auth_base_url = sim.base_url();
         tweak(&mut settings);
-        let app = RunningApp::spawn(settings).await.expect("gateway starts");
+        let app = RunningApp::spawn(settings.clone())
+            .await
+            .expect("gateway starts");
         let info = seed(&app, &sim).await.expect("seed");
         Harness {
             sim,
             app,
+            settings,
             info,
             http: reqwest::Client::new(),
             data_dir,
             cleanup_db,
         }
+    }
+
+    /// Stops the gateway and starts a new one on the same database.
+    pub async fn restart(&mut self) {
+        let fresh = RunningApp::spawn(self.settings.clone())
+            .await
+            .expect("gateway restarts");
+        let old = std::mem::replace(&mut self.app, fresh);
+        old.stop().await.expect("old gateway stops");
     }
 
     pub fn url(&self, path: &str) -> String {
