@@ -460,4 +460,34 @@ impl Store {
             "SELECT COUNT(*) FROM audit_events WHERE action = $1").bind(action).fetch_one(pool).await)?;
         Ok(row.0)
     }
+
+    /// Pauses (`paused`) or reactivates (`active`) an upstream identity, with
+    /// its audit event. Reactivation also clears a refresh failure.
+    pub async fn set_identity_status(
+        &self,
+        actor: &AuditActor,
+        identity_id: &str,
+        status: &str,
+    ) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let updated = sqlx::query(
+                "UPDATE upstream_identities SET status = $2,
+                    last_refresh_error_code = CASE WHEN $2 = 'active' THEN NULL ELSE last_refresh_error_code END,
+                    updated_at = $3 WHERE id = $1")
+                .bind(identity_id).bind(status).bind(now_ms())
+                .execute(&mut *tx).await?.rows_affected();
+            if updated != 1 {
+                return Err(StoreError::NotFound("upstream identity"));
+            }
+            insert_audit!(tx, AuditEntry {
+                actor,
+                action: if status == "paused" { "upstream.pause" } else { "upstream.reactivate" },
+                target_kind: "upstream_identity", target_id: Some(identity_id), pool_id: None,
+                details: serde_json::json!({"fields": ["status"], "status": status}),
+            });
+            tx.commit().await?;
+            Ok(())
+        })
+    }
 }
