@@ -108,6 +108,16 @@ pub enum PoolCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum UpstreamCommand {
+    /// Pause or reactivate an upstream account (by identity id).
+    SetStatus {
+        #[command(flatten)]
+        settings: Settings,
+        #[arg(long)]
+        id: String,
+        /// active or paused
+        #[arg(long)]
+        status: String,
+    },
     /// Import a Codex CLI auth.json into a Pool.
     Import {
         #[command(flatten)]
@@ -242,6 +252,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 "Pool {} routes with {strategy}, ring size {ring_size}",
                 pool.slug
             );
+            Ok(())
+        }
+        Command::Upstream(UpstreamCommand::SetStatus {
+            settings,
+            id,
+            status,
+        }) => {
+            if !matches!(status.as_str(), "active" | "paused") {
+                anyhow::bail!("status must be active or paused");
+            }
+            let (store, _) = crate::app::open_store(&settings).await?;
+            store.set_identity_status(&actor, &id, &status).await?;
+            println!("upstream account {id} is now {status}");
             Ok(())
         }
         Command::Upstream(UpstreamCommand::Import {

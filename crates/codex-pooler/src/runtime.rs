@@ -26,6 +26,8 @@ use crate::time::{now_ms, now_secs};
 const KEY_CACHE_TTL: Duration = Duration::from_secs(2);
 const POOL_CACHE_TTL: Duration = Duration::from_secs(3);
 const KEY_CACHE_MAX: usize = 50_000;
+/// How long one instance may hold an identity's refresh lease.
+const REFRESH_LEASE: Duration = Duration::from_secs(30);
 /// Refresh an access token this long before its `exp`.
 const PROACTIVE_REFRESH_SECS: i64 = 60;
 
@@ -635,8 +637,47 @@ impl Runtime {
             identity.set_credentials(creds.clone());
             return Ok(creds);
         }
+        // Across instances: one refresh per identity at a time, through a lease.
+        let lease = format!("refresh:{}", identity.id);
+        let mut waited = Duration::ZERO;
+        loop {
+            let until = now_ms() + REFRESH_LEASE.as_millis() as i64;
+            match self
+                .store
+                .acquire_job_lease(&lease, &self.instance_id, until)
+                .await
+            {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(_) => break,
+            }
+            // Another instance is refreshing: take its result when it lands.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            waited += Duration::from_millis(200);
+            if let Ok((ciphertext, nonce, generation)) =
+                self.store.load_identity_secret(&identity.id).await
+                && generation > current.generation
+                && let Ok(secret) = self.decrypt(&identity.id, &ciphertext, &nonce)
+            {
+                let expires_at = access_token_expiry_ms(&secret.access_token);
+                let creds = Credentials {
+                    secret,
+                    generation,
+                    expires_at,
+                };
+                identity.set_credentials(creds.clone());
+                return Ok(creds);
+            }
+            if waited >= REFRESH_LEASE {
+                return Err(RefreshError::Transient("refresh_lease_busy".into()));
+            }
+        }
         let result = self
             .call_token_endpoint(candidate, &current.secret.refresh_token)
+            .await;
+        let _ = self
+            .store
+            .release_job_lease(&lease, &self.instance_id)
             .await;
         match result {
             Ok(new_secret) => {

@@ -40,6 +40,13 @@ impl Store {
         Ok(affected == 1)
     }
 
+    /// Gives a lease back early.
+    pub async fn release_job_lease(&self, job: &str, holder: &str) -> StoreResult<()> {
+        with_pool!(self, pool => sqlx::query("UPDATE job_leases SET expires_at = 0 WHERE job_name = $1 AND holder = $2")
+            .bind(job).bind(holder).execute(pool).await.map(|_| ()))?;
+        Ok(())
+    }
+
     /// Fails requests (and their open attempts) left in progress by instances
     /// whose last heartbeat is older than `stale_before_ms`, or that stopped.
     /// Returns how many requests were recovered.

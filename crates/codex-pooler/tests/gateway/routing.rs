@@ -429,3 +429,51 @@ async fn a_crash_during_streams_leaves_no_request_in_progress_after_restart() {
     restarted.kill().await.expect("stop");
     h.stop().await;
 }
+
+async fn two_instances_share_one_refresh_through_the_database_lease(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let second = codex_pooler::app::RunningApp::spawn(h.settings.clone())
+        .await
+        .expect("second instance");
+    let seed = "two-instances";
+    let first = h.account_order(seed).await[0].clone();
+    h.sim.expire_access_token(&first);
+    let before = h.sim.refresh_calls();
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let base = if i % 2 == 0 {
+            h.app.base_url()
+        } else {
+            second.base_url()
+        };
+        let http = h.http.clone();
+        let key = h.info.api_key.clone();
+        let body = text_request(&format!("both {i}"), seed);
+        tasks.push(tokio::spawn(async move {
+            let r = http
+                .post(format!("{base}/backend-api/codex/responses"))
+                .bearer_auth(key)
+                .json(&body)
+                .send()
+                .await
+                .expect("sent");
+            (r.status(), sse_text(&r.text().await.unwrap_or_default()))
+        }));
+    }
+    for t in tasks {
+        let (status, text) = t.await.expect("task");
+        assert_eq!(status, 200);
+        assert_eq!(text, TEXT_SCENARIO_ANSWER);
+    }
+    assert_eq!(
+        h.sim.refresh_calls() - before,
+        1,
+        "one refresh for both instances"
+    );
+    second.stop().await.expect("stop");
+    h.stop().await;
+}
+on_both_backends!(
+    cross_instance_refresh,
+    two_instances_share_one_refresh_through_the_database_lease
+);
