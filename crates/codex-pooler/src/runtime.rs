@@ -156,6 +156,8 @@ pub struct PoolSnapshot {
     pub ring_size: usize,
     pub strategy: String,
     pub v1_compatibility_enabled: bool,
+    /// Which anchors may seed routing (see `proxy::routing::seed_for`).
+    pub seed_policy: crate::proxy::routing::SeedPolicy,
     pub candidates: Vec<Candidate>,
     /// Catalog slugs with their raw JSON, sorted by slug.
     pub models: Vec<(String, String)>,
@@ -479,6 +481,11 @@ impl Runtime {
                 .max(1),
             strategy: settings.routing_strategy,
             v1_compatibility_enabled: settings.v1_compatibility_enabled,
+            seed_policy: crate::proxy::routing::SeedPolicy {
+                session_anchors: settings.sticky_websocket_sessions,
+                prompt_cache_key: settings.prompt_cache_affinity_enabled,
+                request_correlation: settings.sticky_http_sessions,
+            },
             candidates,
             models,
             loaded_at: Instant::now(),
@@ -672,13 +679,48 @@ impl Runtime {
                 return Err(RefreshError::Transient("refresh_lease_busy".into()));
             }
         }
+        // With the lease held, look once more: the previous holder may have
+        // finished between our first look and taking the lease.
+        if let Ok((ciphertext, nonce, generation)) =
+            self.store.load_identity_secret(&identity.id).await
+            && generation > current.generation
+            && let Ok(secret) = self.decrypt(&identity.id, &ciphertext, &nonce)
+        {
+            let _ = self
+                .store
+                .release_job_lease(&lease, &self.instance_id)
+                .await;
+            let expires_at = access_token_expiry_ms(&secret.access_token);
+            let creds = Credentials {
+                secret,
+                generation,
+                expires_at,
+            };
+            identity.set_credentials(creds.clone());
+            return Ok(creds);
+        }
         let result = self
             .call_token_endpoint(candidate, &current.secret.refresh_token)
+            .await;
+        // The lease is given back only after the outcome is stored, so the
+        // next holder sees the rotated tokens.
+        let outcome = self
+            .store_refresh_outcome(candidate, &current, result)
             .await;
         let _ = self
             .store
             .release_job_lease(&lease, &self.instance_id)
             .await;
+        outcome
+    }
+
+    async fn store_refresh_outcome(
+        &self,
+        candidate: &Candidate,
+        current: &Credentials,
+        result: Result<UpstreamSecret, RefreshError>,
+    ) -> Result<Credentials, RefreshError> {
+        let identity = &candidate.identity;
         match result {
             Ok(new_secret) => {
                 let expires_at = access_token_expiry_ms(&new_secret.access_token);

@@ -47,6 +47,7 @@ pub fn router() -> Router<Arc<Runtime>> {
         )
         .route("/backend-api/codex/models", get(models_handler))
         .route("/backend-api/codex/v1/models", get(models_handler))
+        .route("/v1/responses", get(v1_websocket_handler))
         .merge(v1::router())
 }
 
@@ -64,7 +65,18 @@ async fn websocket_handler(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
     match upgrade {
-        Ok(upgrade) => ws::upgrade(rt, headers, upgrade).await,
+        Ok(upgrade) => ws::upgrade(rt, headers, upgrade, ws::WsSurface::Backend).await,
+        Err(_) => crate::error::GatewayError::WebsocketUpgradeRequired.into_response(),
+    }
+}
+
+async fn v1_websocket_handler(
+    State(rt): State<Arc<Runtime>>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => ws::upgrade(rt, headers, upgrade, ws::WsSurface::V1).await,
         Err(_) => crate::error::GatewayError::WebsocketUpgradeRequired.into_response(),
     }
 }

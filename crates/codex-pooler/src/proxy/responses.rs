@@ -221,7 +221,7 @@ async fn dispatch(
                 .into_response(),
         );
     }
-    let seed = routing::seed_for(&headers, Some(&json_body));
+    let seed = routing::seed_for(&headers, Some(&json_body), pool.seed_policy);
     let pinned = headers
         .get("x-codex-turn-state")
         .and_then(|v| v.to_str().ok())

@@ -17,46 +17,97 @@ pub struct Seed {
     pub value: String,
 }
 
-/// Picks the seed: the first session anchor present, else a random value.
+/// Which request anchors may seed routing, from the Pool's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeedPolicy {
+    /// Codex session headers (`sticky_websocket_sessions`).
+    pub session_anchors: bool,
+    /// The body's `prompt_cache_key` (`prompt_cache_affinity_enabled`).
+    pub prompt_cache_key: bool,
+    /// The client's `x-request-id` (`sticky_http_sessions`).
+    pub request_correlation: bool,
+}
+
+impl Default for SeedPolicy {
+    fn default() -> Self {
+        SeedPolicy {
+            session_anchors: true,
+            prompt_cache_key: true,
+            request_correlation: false,
+        }
+    }
+}
+
+/// Picks the seed, strongest anchor first: a Codex session header, an
+/// `Idempotency-Key`, the `prompt_cache_key`, the client's request id; else
+/// a random value. Only a fingerprint of the seed is ever recorded.
 pub fn seed_for(
     headers: &axum::http::HeaderMap,
     body: Option<&serde_json::Map<String, Value>>,
+    policy: SeedPolicy,
 ) -> Seed {
-    // Conversation anchors, strongest first (the turn state is handled as a
-    // pin, not a seed: it names the account that served the turn).
-    for (kind, name) in [
-        ("window_id", "x-codex-window-id"),
-        ("session_id", "x-codex-session-id"),
-        ("session_id", "session-id"),
-        ("session_id", "x-session-id"),
-        ("session_id", "x-session-affinity"),
-        ("session_id", "session_id"),
-        ("conversation_id", "x-codex-conversation-id"),
-    ] {
-        if let Some(v) = headers
+    let header = |name: &str| {
+        headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .filter(|v| !v.is_empty())
-        {
-            return Seed {
-                kind,
-                value: v.to_owned(),
-            };
+    };
+    if policy.session_anchors {
+        // The turn state is handled as a pin, not a seed: it names the account
+        // that served the turn.
+        for (kind, name) in [
+            ("window_id", "x-codex-window-id"),
+            ("session_id", "x-codex-session-id"),
+            ("session_id", "session-id"),
+            ("session_id", "x-session-id"),
+            ("session_id", "x-session-affinity"),
+            ("session_id", "session_id"),
+            ("conversation_id", "x-codex-conversation-id"),
+        ] {
+            if let Some(v) = header(name) {
+                return Seed {
+                    kind,
+                    value: v.to_owned(),
+                };
+            }
         }
     }
-    if let Some(key) = body
-        .and_then(|b| b.get("prompt_cache_key"))
-        .and_then(Value::as_str)
-        .filter(|v| !v.is_empty())
+    if let Some(v) = header("idempotency-key") {
+        return Seed {
+            kind: "idempotency_key",
+            value: v.to_owned(),
+        };
+    }
+    if policy.prompt_cache_key
+        && let Some(key) = body
+            .and_then(|b| b.get("prompt_cache_key"))
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
     {
         return Seed {
             kind: "prompt_cache_key",
             value: key.to_owned(),
         };
     }
+    if policy.request_correlation
+        && let Some(v) = header("x-request-id")
+    {
+        return Seed {
+            kind: "request_correlation",
+            value: v.to_owned(),
+        };
+    }
     Seed {
         kind: "random",
         value: format!("{:016x}", rand::random::<u64>()),
+    }
+}
+
+impl Seed {
+    /// A short, non-reversible fingerprint for logs and request metadata.
+    pub fn fingerprint(&self) -> String {
+        use sha2::Digest;
+        hex::encode(&sha2::Sha256::digest(self.value.as_bytes())[..8])
     }
 }
 
@@ -226,6 +277,7 @@ pub fn plan(pool: &PoolSnapshot, seed: &Seed, inputs: Inputs<'_>) -> Plan {
         "strategy": pool.strategy,
         "applied": strategy_applied,
         "seed_kind": seed.kind,
+        "seed_fingerprint": seed.fingerprint(),
         "ring_size": pool.ring_size,
         "route_class": inputs.route_class,
         "ring": ring.iter().enumerate().map(|(i, c)| json!({"rank": i + 1, "assignment_id": c.assignment_id, "label": c.label,

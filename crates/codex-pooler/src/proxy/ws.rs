@@ -44,19 +44,53 @@ const SOCKET_BUFFER_BYTES: usize = 8 * 1024;
 type UpstreamSocket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Which websocket route a client opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WsSurface {
+    /// `GET /backend-api/codex/responses`.
+    Backend,
+    /// `GET /v1/responses`: the narrow public websocket, behind the Pool's
+    /// `/v1` switch and the stricter `/v1` key rule.
+    V1,
+}
+
+impl WsSurface {
+    fn endpoint(self) -> &'static str {
+        match self {
+            WsSurface::Backend => ENDPOINT,
+            WsSurface::V1 => "/v1/responses",
+        }
+    }
+}
+
 /// Handles the upgrade request.
-pub async fn upgrade(rt: Arc<Runtime>, headers: HeaderMap, ws: WebSocketUpgrade) -> Response {
-    let facts = RowFacts::from_headers(ENDPOINT, "websocket", &headers);
+pub async fn upgrade(
+    rt: Arc<Runtime>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+    surface: WsSurface,
+) -> Response {
+    let facts = RowFacts::from_headers(surface.endpoint(), "websocket", &headers);
     let key = match admission::authenticate(&rt, &headers).await {
         Ok(key) => key,
         Err(AuthFailure::Anonymous(err)) => return err.into_response(),
         Err(AuthFailure::Known(key, err)) => {
+            let err = if surface == WsSurface::V1 {
+                GatewayError::ApiKeyDisabled
+            } else {
+                err
+            };
             return admission::reject(&rt, &key, &facts, err)
                 .await
                 .into_response();
         }
     };
     let pool = match rt.pool(&key.pool_id).await {
+        Ok(Some(pool)) if surface == WsSurface::V1 && !pool.v1_compatibility_enabled => {
+            return admission::reject(&rt, &key, &facts, GatewayError::V1CompatibilityDisabled)
+                .await
+                .into_response();
+        }
         Ok(Some(pool)) if pool.active => pool,
         Ok(_) => {
             return admission::reject(&rt, &key, &facts, GatewayError::NoEligibleBackend)
@@ -65,7 +99,7 @@ pub async fn upgrade(rt: Arc<Runtime>, headers: HeaderMap, ws: WebSocketUpgrade)
         }
         Err(_) => return GatewayError::Internal.into_response(),
     };
-    let seed = routing::seed_for(&headers, None);
+    let seed = routing::seed_for(&headers, None, pool.seed_policy);
     let pinned = headers
         .get("x-codex-turn-state")
         .and_then(|v| v.to_str().ok())
@@ -120,7 +154,15 @@ pub async fn upgrade(rt: Arc<Runtime>, headers: HeaderMap, ws: WebSocketUpgrade)
                     .max_message_size(MAX_FRAME_BYTES)
                     .max_frame_size(MAX_FRAME_BYTES)
                     .on_upgrade(move |client| {
-                        session(rt2, key2, candidate2, client_headers, client, socket)
+                        session(
+                            rt2,
+                            key2,
+                            candidate2,
+                            client_headers,
+                            client,
+                            socket,
+                            surface.endpoint(),
+                        )
                     });
                 response.headers_mut().extend(handshake_headers);
                 return response;
@@ -263,6 +305,7 @@ struct Session {
     key: Arc<ApiKeyRow>,
     candidate: Candidate,
     client_headers: HeaderMap,
+    endpoint: &'static str,
     turn: Option<Turn>,
     turns: i64,
 }
@@ -274,6 +317,7 @@ async fn session(
     client_headers: HeaderMap,
     client: WebSocket,
     upstream: UpstreamSocket,
+    endpoint: &'static str,
 ) {
     let (mut client_tx, mut client_rx) = client.split();
     let (mut up_tx, mut up_rx) = upstream.split();
@@ -282,6 +326,7 @@ async fn session(
         key,
         candidate,
         client_headers,
+        endpoint,
         turn: None,
         turns: 0,
     };
@@ -403,7 +448,7 @@ impl Session {
             .and_then(Value::as_str)
             .unwrap_or("")
             .to_owned();
-        let mut facts = RowFacts::from_headers(ENDPOINT, "websocket", &self.client_headers);
+        let mut facts = RowFacts::from_headers(self.endpoint, "websocket", &self.client_headers);
         facts.model = Some(model.clone());
         facts.reasoning_effort = value
             .pointer("/reasoning/effort")
@@ -483,7 +528,7 @@ impl Session {
         let finisher = Finisher::new(
             self.rt.clone(),
             request_id,
-            ENDPOINT,
+            self.endpoint,
             model,
             facts.service_tier.clone(),
             attempt_id,

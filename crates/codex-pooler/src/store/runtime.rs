@@ -13,6 +13,9 @@ pub struct PoolSettingsRow {
     pub routing_strategy: String,
     pub bridge_ring_size: i64,
     pub v1_compatibility_enabled: bool,
+    pub sticky_websocket_sessions: bool,
+    pub sticky_http_sessions: bool,
+    pub prompt_cache_affinity_enabled: bool,
 }
 
 /// One routable (or not) assignment with its identity and sealed credentials.
@@ -54,7 +57,8 @@ impl Store {
     pub async fn load_pool_settings(&self, pool_id: &str) -> StoreResult<Option<PoolSettingsRow>> {
         Ok(
             with_pool!(self, pool => sqlx::query_as::<_, PoolSettingsRow>(
-            "SELECT p.id AS pool_id, p.status AS pool_status, s.routing_strategy, s.bridge_ring_size, s.v1_compatibility_enabled
+            "SELECT p.id AS pool_id, p.status AS pool_status, s.routing_strategy, s.bridge_ring_size, s.v1_compatibility_enabled,
+                    s.sticky_websocket_sessions, s.sticky_http_sessions, s.prompt_cache_affinity_enabled
              FROM pools p JOIN pool_routing_settings s ON s.pool_id = p.id WHERE p.id = $1")
             .bind(pool_id).fetch_optional(pool).await)?,
         )

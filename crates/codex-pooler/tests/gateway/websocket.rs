@@ -271,3 +271,53 @@ async fn upstream_handshake_refusals(backend: Backend) {
     h.stop().await;
 }
 on_both_backends!(refusals, upstream_handshake_refusals);
+
+async fn the_v1_websocket_serves_turns_behind_the_pool_switch(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let url = format!(
+        "{}/v1/responses",
+        h.app.base_url().replacen("http", "ws", 1)
+    );
+    let connect = |key: String| {
+        let url = url.clone();
+        async move {
+            let mut req = url.into_client_request().expect("request");
+            req.headers_mut().insert(
+                "authorization",
+                format!("Bearer {key}").parse().expect("header"),
+            );
+            match tokio_tungstenite::connect_async(req).await {
+                Ok((socket, _)) => Ok(socket),
+                Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+                    Err(resp.status().as_u16())
+                }
+                Err(err) => panic!("websocket connect failed: {err}"),
+            }
+        }
+    };
+    let mut socket = connect(h.info.api_key.clone()).await.expect("upgrade");
+    socket
+        .send(create("gpt-5.5", "over v1", None))
+        .await
+        .expect("send");
+    let frames = read_turn(&mut socket).await;
+    assert_eq!(text_of(&frames), TEXT_SCENARIO_ANSWER);
+    socket.close(None).await.expect("close");
+    let rows = h.request_logs().await;
+    assert!(rows.iter().any(|r| r["endpoint"] == "/v1/responses"
+        && r["transport"] == "websocket"
+        && r["status"] == "succeeded"));
+
+    let rt = &h.app.runtime;
+    rt.store
+        .set_pool_v1_compatibility(&AuditActor::cli(), &h.info.pool_id, false)
+        .await
+        .expect("switch off");
+    rt.invalidate_caches();
+    assert_eq!(connect(h.info.api_key.clone()).await.err(), Some(403));
+    h.stop().await;
+}
+on_both_backends!(
+    v1_websocket,
+    the_v1_websocket_serves_turns_behind_the_pool_switch
+);
