@@ -67,6 +67,13 @@ pub enum GatewayError {
     PinnedContinuationReauthRequired,
     #[error("this route requires a websocket upgrade")]
     WebsocketUpgradeRequired,
+    #[error("reasoning effort '{0}' is not available for this API key")]
+    ReasoningEffortNotAllowed(String),
+    #[error("{message}")]
+    PolicyLimitExceeded {
+        message: String,
+        retry_after_secs: Option<i64>,
+    },
     #[error("internal error")]
     Internal,
 }
@@ -103,6 +110,8 @@ impl GatewayError {
             Self::PinnedContinuationUnavailable | Self::PinnedContinuationReauthRequired => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            Self::ReasoningEffortNotAllowed(_) => StatusCode::BAD_REQUEST,
+            Self::PolicyLimitExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -134,6 +143,8 @@ impl GatewayError {
             Self::PinnedContinuationUnavailable => "pinned_continuation_unavailable",
             Self::PinnedContinuationReauthRequired => "pinned_continuation_reauth_required",
             Self::WebsocketUpgradeRequired => "websocket_upgrade_required",
+            Self::ReasoningEffortNotAllowed(_) => "reasoning_effort_not_allowed",
+            Self::PolicyLimitExceeded { .. } => "api_key_policy_limit_exceeded",
         }
     }
 
@@ -141,6 +152,7 @@ impl GatewayError {
         match self {
             Self::InvalidRequest { param, .. } => *param,
             Self::UnsupportedParameter { param, .. } => param.as_deref(),
+            Self::ReasoningEffortNotAllowed(_) => Some("reasoning.effort"),
             Self::InvalidModel(_) | Self::ModelNotAllowed(_) | Self::NoEligibleBackend => {
                 Some("model")
             }
@@ -187,6 +199,16 @@ pub fn error_body(message: &str, kind: &str, code: &str, param: Option<&str>) ->
 impl IntoResponse for GatewayError {
     fn into_response(self) -> Response {
         let mut response = (self.status(), axum::Json(self.body())).into_response();
+        if let Self::PolicyLimitExceeded {
+            retry_after_secs: Some(secs),
+            ..
+        } = &self
+            && let Ok(v) = axum::http::HeaderValue::from_str(&secs.to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, v);
+        }
         if matches!(
             self,
             Self::PinnedContinuationUnavailable | Self::PinnedContinuationReauthRequired

@@ -210,6 +210,7 @@ pub struct Runtime {
     pub tasks: TaskTracker,
     pub shutdown: CancellationToken,
     keys: RwLock<HashMap<String, CachedKey>>,
+    policies: RwLock<HashMap<String, (Arc<crate::store::KeyPolicy>, Instant)>>,
     pools: RwLock<HashMap<String, Arc<PoolSnapshot>>>,
     pool_load: tokio::sync::Mutex<()>,
     identities: Mutex<HashMap<String, Arc<IdentityState>>>,
@@ -278,6 +279,7 @@ impl Runtime {
             tasks,
             shutdown,
             keys: RwLock::new(HashMap::new()),
+            policies: RwLock::new(HashMap::new()),
             pools: RwLock::new(HashMap::new()),
             pool_load: tokio::sync::Mutex::new(()),
             identities: Mutex::new(HashMap::new()),
@@ -304,6 +306,9 @@ impl Runtime {
     pub fn invalidate_caches(&self) {
         if let Ok(mut keys) = self.keys.write() {
             keys.clear();
+        }
+        if let Ok(mut policies) = self.policies.write() {
+            policies.clear();
         }
         if let Ok(mut pools) = self.pools.write() {
             pools.clear();
@@ -347,6 +352,24 @@ impl Runtime {
             keys.insert(prefix.to_owned(), entry);
         }
         Ok(row)
+    }
+
+    /// The key's policy, through the same short-lived cache as keys.
+    pub async fn key_policy(&self, api_key_id: &str) -> Result<Arc<crate::store::KeyPolicy>, StoreError> {
+        if let Ok(map) = self.policies.read()
+            && let Some((p, at)) = map.get(api_key_id)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(p.clone());
+        }
+        let policy = Arc::new(self.store.load_key_policy(api_key_id).await?);
+        if let Ok(mut map) = self.policies.write() {
+            if map.len() >= KEY_CACHE_MAX {
+                map.clear();
+            }
+            map.insert(api_key_id.to_owned(), (policy.clone(), Instant::now()));
+        }
+        Ok(policy)
     }
 
     /// Notes that a key was used; written at most once a minute per key.

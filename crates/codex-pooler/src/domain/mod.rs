@@ -4,5 +4,6 @@
 pub mod classify;
 pub mod jwt;
 pub mod keys;
+pub mod policy;
 pub mod pricing;
 pub mod usage;

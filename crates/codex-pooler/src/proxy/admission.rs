@@ -159,3 +159,177 @@ pub async fn reject(
     crate::ops::record_outcome(facts.endpoint, "rejected", None);
     err
 }
+
+/// Applies the key's reasoning-effort and service-tier policy to the body,
+/// and its per-request output cap.
+pub fn apply_policy(
+    policy: &crate::store::KeyPolicy,
+    body: &mut serde_json::Map<String, serde_json::Value>,
+    shape: &mut super::upstream::RequestShape,
+) -> Result<(), GatewayError> {
+    use crate::domain::policy::{EffortDecision, decide_effort};
+    match decide_effort(
+        shape.reasoning_effort.as_deref(),
+        policy.enforced_reasoning_effort.as_deref(),
+        policy.maximum_reasoning_effort.as_deref(),
+    ) {
+        EffortDecision::Keep => {}
+        EffortDecision::Refuse(effort) => {
+            return Err(GatewayError::ReasoningEffortNotAllowed(effort));
+        }
+        EffortDecision::Set(effort) => {
+            let upstream_effort = match effort.as_str() {
+                "minimal" => "low",
+                "ultra" => "max",
+                other => other,
+            };
+            let reasoning = body.entry("reasoning").or_insert_with(|| json!({}));
+            if let Some(obj) = reasoning.as_object_mut() {
+                obj.insert("effort".into(), json!(upstream_effort));
+            }
+            shape.reasoning_effort = Some(effort);
+        }
+    }
+    if let Some(tier) = &policy.enforced_service_tier {
+        let tier = crate::domain::pricing::canonical_tier(tier);
+        if tier == "auto" {
+            body.remove("service_tier");
+            shape.service_tier = None;
+        } else {
+            body.insert("service_tier".into(), json!(tier));
+            shape.service_tier = Some(tier);
+        }
+    }
+    Ok(())
+}
+
+/// What a reservation recorded.
+#[derive(Debug, Clone)]
+pub struct Reserved {
+    pub estimated_cost_micros: Option<i64>,
+    pub metadata: serde_json::Value,
+}
+
+/// Estimates the request, checks the per-request caps, and takes a reservation
+/// against the key's windowed limits (a database round trip only when the key
+/// has such limits).
+pub async fn reserve(
+    rt: &Runtime,
+    key: &ApiKeyRow,
+    policy: &crate::store::KeyPolicy,
+    request_id: &str,
+    shape: &super::upstream::RequestShape,
+    body_bytes: usize,
+    requested_output_cap: Option<i64>,
+) -> Result<Reserved, GatewayError> {
+    use crate::domain::policy::{estimate_input_tokens, estimate_output_tokens};
+    let input = estimate_input_tokens(body_bytes);
+    let output = estimate_output_tokens(requested_output_cap, policy.max_output_tokens_per_request);
+    let exceeded = |limit: &str,
+                    window: &str,
+                    attempted: i64,
+                    allowed: i64,
+                    retry_after_secs: Option<i64>| {
+        GatewayError::PolicyLimitExceeded {
+            message: format!(
+                "API key limit {limit} exceeded ({window}): this request needs {attempted}, the limit allows {allowed}"
+            ),
+            retry_after_secs,
+        }
+    };
+    if let Some(cap) = policy.max_input_tokens_per_request
+        && input > cap
+    {
+        return Err(exceeded(
+            "max_input_tokens_per_request",
+            "per request",
+            input,
+            cap,
+            None,
+        ));
+    }
+    if let (Some(cap), Some(asked)) = (policy.max_output_tokens_per_request, requested_output_cap)
+        && asked > cap
+    {
+        return Err(exceeded(
+            "max_output_tokens_per_request",
+            "per request",
+            asked,
+            cap,
+            None,
+        ));
+    }
+    let usage = crate::domain::pricing::TokenUsage {
+        input,
+        output,
+        total: input + output,
+        ..Default::default()
+    };
+    let priced = rt
+        .prices
+        .price(&shape.model, shape.service_tier.as_deref(), None, &usage);
+    let metadata = json!({"estimated_input_tokens": input, "estimated_output_tokens": output,
+        "estimated_cost_micros": priced.cost_micros, "pricing_status": priced.status.as_str(), "strategy": "json_bytes_div_4_ceil"});
+    if policy.has_window_limits() {
+        let now = rt.now_secs() * 1000;
+        let day_start = now - now.rem_euclid(86_400_000);
+        let month_start = month_start_ms(now);
+        let request = crate::store::ReservationRequest {
+            api_key_id: &key.id,
+            request_id,
+            now_ms: now,
+            estimated_tokens: input + output,
+            estimated_cost_micros: priced.cost_micros.unwrap_or(0),
+            day_start_ms: day_start,
+            week_start_ms: now - 7 * 86_400_000,
+            month_start_ms: month_start,
+        };
+        match rt.store.reserve_for_key(policy, &request).await {
+            Ok(Ok(())) => {}
+            Ok(Err(limit)) => {
+                return Err(exceeded(
+                    limit.limit,
+                    limit.window,
+                    limit.attempted,
+                    limit.allowed,
+                    limit.retry_after_secs,
+                ));
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "reservation failed");
+                return Err(GatewayError::Internal);
+            }
+        }
+    }
+    Ok(Reserved {
+        estimated_cost_micros: priced.cost_micros,
+        metadata,
+    })
+}
+
+/// Start of the UTC month containing `now_ms`.
+fn month_start_ms(now_ms: i64) -> i64 {
+    let days = now_ms.div_euclid(86_400_000);
+    // Civil-from-days (Howard Hinnant's algorithm), then back to the 1st.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day_of_month = doy - (153 * mp + 2) / 5 + 1;
+    (days - (day_of_month - 1)) * 86_400_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::month_start_ms;
+
+    #[test]
+    fn month_start_is_the_first_of_the_utc_month() {
+        // 2026-12-04T15:00:00Z → 2026-12-01T00:00:00Z
+        assert_eq!(month_start_ms(1_796_396_400_000), 1_796_083_200_000);
+        // 2024-02-29T23:59:59Z → 2024-02-01
+        assert_eq!(month_start_ms(1_709_251_199_000), 1_706_745_600_000);
+    }
+}

@@ -162,6 +162,9 @@ async fn dispatch(
     if let Some(Value::String(m)) = json_body.get("model") {
         facts.model = Some(m.chars().take(200).collect());
     }
+    let requested_output_cap = ["max_output_tokens", "max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|f| json_body.get(*f).and_then(Value::as_i64));
     let shape = match route {
         Route::Responses => {
             upstream::normalise_responses_body(&mut json_body, key.enforced_model.as_deref())
@@ -199,6 +202,19 @@ async fn dispatch(
                 .into_response(),
         );
     }
+    let policy = match rt.key_policy(&key.id).await {
+        Ok(p) => p,
+        Err(err) => {
+            tracing::error!(error = %err, "loading the key policy failed");
+            return Dispatched::Response(GatewayError::Internal.into_response());
+        }
+    };
+    let mut shape = shape;
+    if let Err(err) = admission::apply_policy(&policy, &mut json_body, &mut shape) {
+        return Dispatched::Response(admission::reject(&rt, &key, &facts, err).await.into_response());
+    }
+    facts.reasoning_effort = shape.reasoning_effort.clone();
+    facts.service_tier = shape.service_tier.clone();
     let pool = match rt.pool(&key.pool_id).await {
         Ok(Some(pool)) if pool.active => pool,
         Ok(_) => {
@@ -277,10 +293,16 @@ async fn dispatch(
         Err(_) => return Dispatched::Response(GatewayError::Internal.into_response()),
     };
     let mut row = admission::new_row(&key, &facts, "in_progress", "usage_pending");
+    let reservation = match admission::reserve(&rt, &key, &policy, &row.id, &shape, upstream_body.len(), requested_output_cap).await {
+        Ok(r) => r,
+        Err(err) => return Dispatched::Response(admission::reject(&rt, &key, &facts, err).await.into_response()),
+    };
+    row.estimated_cost_micros = reservation.estimated_cost_micros;
     row.request_metadata = json!({
         "api_key": {"prefix": key.key_prefix},
         "requested_stream": shape.client_wants_stream,
         "request_bytes": upstream_body.len(),
+        "reservation": reservation.metadata,
         "routing": plan.explanation,
     })
     .to_string();

@@ -5,11 +5,13 @@
 
 mod control;
 mod jobs;
+mod policy;
 mod records;
 mod runtime;
 mod usage;
 
 pub use control::*;
+pub use policy::*;
 pub use records::*;
 pub use runtime::*;
 pub use usage::*;

@@ -257,6 +257,12 @@ macro_rules! apply_event {
                 .rows_affected();
                 if updated == 1 {
                     sqlx::query(
+                        "UPDATE key_reservations SET state = CASE WHEN $2 = 'usage_known' THEN 'settled' ELSE 'released' END,
+                            settled_tokens = $3, settled_cost_micros = $4 WHERE request_id = $1 AND state = 'reserved'",
+                    )
+                    .bind(&e.request_id).bind(s.usage_status).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
+                    .execute(&mut *$tx).await?;
+                    sqlx::query(
                         "INSERT INTO ledger_entries (id, request_id, entry_kind, source_event_id, usage_status, input_tokens,
                             cached_input_tokens, output_tokens, reasoning_tokens, total_tokens, settled_cost_micros,
                             pricing_status, occurred_at)
@@ -418,6 +424,12 @@ macro_rules! apply_op {
             }
             WriteOp::Ledger(e) => {
                 let s = &e.settlement;
+                sqlx::query(
+                    "UPDATE key_reservations SET state = CASE WHEN $2 = 'usage_known' THEN 'settled' ELSE 'released' END,
+                        settled_tokens = $3, settled_cost_micros = $4 WHERE request_id = $1 AND state = 'reserved'",
+                )
+                .bind(&e.request_id).bind(s.usage_status).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
+                .execute(&mut *$tx).await?;
                 sqlx::query(
                     "INSERT INTO ledger_entries (id, request_id, entry_kind, source_event_id, usage_status, input_tokens,
                         cached_input_tokens, output_tokens, reasoning_tokens, total_tokens, settled_cost_micros,

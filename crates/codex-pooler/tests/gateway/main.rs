@@ -6,6 +6,7 @@ mod admission;
 mod codex_cli;
 mod ingress;
 mod ops;
+mod policy;
 mod privacy;
 mod responses;
 mod routing;

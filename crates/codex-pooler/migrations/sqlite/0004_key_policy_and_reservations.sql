@@ -1,0 +1,25 @@
+-- API key policy (reasoning effort and service tier enforcement, limits) and
+-- per-key reservations that limits are checked against.
+ALTER TABLE api_keys ADD COLUMN enforced_reasoning_effort TEXT;
+ALTER TABLE api_keys ADD COLUMN maximum_reasoning_effort TEXT;
+ALTER TABLE api_keys ADD COLUMN enforced_service_tier TEXT;
+ALTER TABLE api_keys ADD COLUMN max_requests_per_minute INTEGER;
+ALTER TABLE api_keys ADD COLUMN max_tokens_per_day INTEGER;
+ALTER TABLE api_keys ADD COLUMN max_tokens_per_week INTEGER;
+ALTER TABLE api_keys ADD COLUMN max_input_tokens_per_request INTEGER;
+ALTER TABLE api_keys ADD COLUMN max_output_tokens_per_request INTEGER;
+ALTER TABLE api_keys ADD COLUMN max_spend_micros_per_day INTEGER;
+ALTER TABLE api_keys ADD COLUMN max_spend_micros_per_week INTEGER;
+ALTER TABLE api_keys ADD COLUMN max_spend_micros_per_month INTEGER;
+
+CREATE TABLE key_reservations (
+    request_id TEXT PRIMARY KEY,
+    api_key_id TEXT NOT NULL REFERENCES api_keys(id) ON DELETE CASCADE,
+    reserved_at INTEGER NOT NULL,
+    estimated_tokens INTEGER NOT NULL,
+    estimated_cost_micros INTEGER NOT NULL,
+    settled_tokens INTEGER,
+    settled_cost_micros INTEGER,
+    state TEXT NOT NULL CHECK (state IN ('reserved', 'settled', 'released'))
+);
+CREATE INDEX key_reservations_key_time_idx ON key_reservations (api_key_id, reserved_at);
