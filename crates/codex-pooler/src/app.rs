@@ -47,6 +47,8 @@ pub fn router(rt: Arc<Runtime>) -> Router {
 pub struct Application {
     listener: TcpListener,
     pub runtime: Arc<Runtime>,
+    /// The one-time token for `/bootstrap`, when no operator exists yet.
+    pub bootstrap_token: Option<String>,
 }
 
 impl Application {
@@ -55,6 +57,14 @@ impl Application {
         let _ = crate::ops::install_metrics();
         let (store, secret_box) = open_store(&settings).await?;
         let listener = TcpListener::bind(settings.listen).await?;
+        let bootstrap_token = crate::admin::console::prepare_bootstrap(&store).await?;
+        if let Some(token) = &bootstrap_token {
+            tracing::warn!(
+                "no operator exists yet: create the owner at http://{}/bootstrap?token={token} \
+                 (valid 24 h, once), or run `codex-pooler owner create`",
+                listener.local_addr()?
+            );
+        }
         let runtime = Arc::new(Runtime::new(
             settings,
             store,
@@ -69,7 +79,11 @@ impl Application {
             .heartbeat_instance(&runtime.instance_id)
             .await?;
         crate::jobs::start(&runtime);
-        Ok(Application { listener, runtime })
+        Ok(Application {
+            listener,
+            runtime,
+            bootstrap_token,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -81,8 +95,11 @@ impl Application {
         let rt = self.runtime.clone();
         let shutdown = rt.shutdown.clone();
         let grace = Duration::from_secs(rt.settings.shutdown_grace_secs);
-        let serve = axum::serve(self.listener, router(rt.clone()))
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+        let serve = axum::serve(
+            self.listener,
+            router(rt.clone()).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
         let stopped = async {
             shutdown.cancelled().await;
             tokio::time::sleep(grace).await;
@@ -106,6 +123,8 @@ impl Application {
 pub struct RunningApp {
     pub addr: SocketAddr,
     pub runtime: Arc<Runtime>,
+    /// See [`Application::bootstrap_token`].
+    pub bootstrap_token: Option<String>,
     handle: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
@@ -115,10 +134,12 @@ impl RunningApp {
         let app = Application::build(settings).await?;
         let addr = app.local_addr()?;
         let runtime = app.runtime.clone();
+        let bootstrap_token = app.bootstrap_token.clone();
         let handle = tokio::spawn(app.run_until_stopped());
         Ok(RunningApp {
             addr,
             runtime,
+            bootstrap_token,
             handle,
         })
     }

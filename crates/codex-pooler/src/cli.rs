@@ -178,6 +178,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = app.runtime.clone();
             tracing::info!(%addr, backend = rt.store.backend(), "codex-pooler listening");
             println!("codex-pooler listening on http://{addr}");
+            if let Some(token) = &app.bootstrap_token {
+                println!(
+                    "first run: create the owner at http://{addr}/bootstrap?token={token} (valid 24 h, once)"
+                );
+            }
             let shutdown = rt.shutdown.clone();
             rt.tasks.spawn(async move {
                 crate::app::shutdown_signal().await;

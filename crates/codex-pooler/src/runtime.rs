@@ -355,7 +355,10 @@ impl Runtime {
     }
 
     /// The key's policy, through the same short-lived cache as keys.
-    pub async fn key_policy(&self, api_key_id: &str) -> Result<Arc<crate::store::KeyPolicy>, StoreError> {
+    pub async fn key_policy(
+        &self,
+        api_key_id: &str,
+    ) -> Result<Arc<crate::store::KeyPolicy>, StoreError> {
         if let Ok(map) = self.policies.read()
             && let Some((p, at)) = map.get(api_key_id)
             && at.elapsed() < KEY_CACHE_TTL

@@ -20,6 +20,17 @@ CREATE TABLE key_reservations (
     estimated_cost_micros BIGINT NOT NULL,
     settled_tokens BIGINT,
     settled_cost_micros BIGINT,
+    hour_start BIGINT NOT NULL,
     state TEXT NOT NULL CHECK (state IN ('reserved', 'settled', 'released'))
+);
+
+-- Per-key hourly totals (reserved, then corrected at settlement) that the
+-- token and spend windows are summed from: at most a few hundred rows per check.
+CREATE TABLE key_usage_hours (
+    api_key_id TEXT NOT NULL REFERENCES api_keys(id) ON DELETE CASCADE,
+    hour_start BIGINT NOT NULL,
+    tokens BIGINT NOT NULL DEFAULT 0,
+    cost_micros BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (api_key_id, hour_start)
 );
 CREATE INDEX key_reservations_key_time_idx ON key_reservations (api_key_id, reserved_at);

@@ -60,7 +60,12 @@ pub fn router() -> Router<Arc<Runtime>> {
         .route("/admin/api/request-logs/{id}", get(get_request_log))
 }
 
-async fn authenticate_operator(rt: &Runtime, headers: &HeaderMap) -> Result<(), AdminError> {
+/// The operator's Pool scope: `None` for owners (every Pool), else the
+/// operator id whose assigned Pools are visible.
+async fn authenticate_operator(
+    rt: &Runtime,
+    headers: &HeaderMap,
+) -> Result<Option<String>, AdminError> {
     let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -79,7 +84,11 @@ async fn authenticate_operator(rt: &Runtime, headers: &HeaderMap) -> Result<(), 
     {
         return Err(AdminError::Unauthenticated);
     }
-    Ok(())
+    Ok(if token.role == "owner" {
+        None
+    } else {
+        Some(token.operator_id)
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,7 +110,7 @@ async fn list_request_logs(
     headers: HeaderMap,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, AdminError> {
-    authenticate_operator(&rt, &headers).await?;
+    let scope = authenticate_operator(&rt, &headers).await?;
     let limit = match q.limit.as_deref() {
         None | Some("") => DEFAULT_PAGE,
         Some(v) => v
@@ -115,7 +124,7 @@ async fn list_request_logs(
     };
     let rows = rt
         .store
-        .list_request_logs(limit, cursor.as_ref())
+        .list_request_logs(limit, cursor.as_ref(), scope.as_deref())
         .await
         .map_err(|err| {
             tracing::error!(error = %err, "listing request logs failed");
@@ -134,10 +143,10 @@ async fn get_request_log(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Response, AdminError> {
-    authenticate_operator(&rt, &headers).await?;
+    let scope = authenticate_operator(&rt, &headers).await?;
     let found = rt
         .store
-        .get_request_log(&id)
+        .get_request_log(&id, scope.as_deref())
         .await
         .map_err(|_| AdminError::Internal)?;
     let (row, attempts) = found.ok_or(AdminError::NotFound("request"))?;

@@ -259,7 +259,7 @@ async fn main() -> anyhow::Result<()> {
         .database_url
         .clone()
         .unwrap_or_else(|| format!("sqlite://{}", dir.join("bench.db").display()));
-    let api_key = seed(&dir, &url, &sim).await?;
+    let (api_key, limited_key) = seed(&dir, &url, &sim).await?;
 
     let exe = std::env::current_exe()?;
     let mut child = tokio::process::Command::new(exe)
@@ -381,6 +381,40 @@ async fn main() -> anyhow::Result<()> {
     }
 
     println!(
+        "\nCost of key policy and reservation (SSE, same gateway; limits set but never reached)\n"
+    );
+    println!(
+        "| conc | no limits p50 ms | no limits p99 ms | no limits rps | with limits p50 ms | with limits p99 ms | with limits rps | p50 ratio | rps ratio |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    let limited_target = Arc::new(Target {
+        url: format!("{gateway}/backend-api/codex/responses"),
+        body: body(true)?,
+        headers: vec![("authorization".to_owned(), format!("Bearer {limited_key}"))],
+    });
+    for &c in &args.concurrency {
+        let plain = throughput(
+            client.clone(),
+            via("/backend-api/codex/responses", true)?,
+            c,
+            duration,
+        )
+        .await;
+        let limited = throughput(client.clone(), limited_target.clone(), c, duration).await;
+        println!(
+            "| {c} | {:.3} | {:.3} | {:.0} | {:.3} | {:.3} | {:.0} | {:.2} | {:.2} |",
+            plain.p50_ms,
+            plain.p99_ms,
+            plain.rps,
+            limited.p50_ms,
+            limited.p99_ms,
+            limited.rps,
+            limited.p50_ms / plain.p50_ms,
+            limited.rps / plain.rps
+        );
+    }
+
+    println!(
         "\nTime to first byte, sequential, {} requests each\n",
         args.ttfb_requests
     );
@@ -467,7 +501,11 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn seed(dir: &std::path::Path, url: &str, sim: &Simulator) -> anyhow::Result<String> {
+async fn seed(
+    dir: &std::path::Path,
+    url: &str,
+    sim: &Simulator,
+) -> anyhow::Result<(String, String)> {
     let settings = Settings {
         secret_key: Some(SECRET_KEY.into()),
         ..Settings::for_tests(dir.to_path_buf(), url.to_owned())
@@ -485,6 +523,16 @@ async fn seed(dir: &std::path::Path, url: &str, sim: &Simulator) -> anyhow::Resu
         control::import_auth_json(&store, &secret_box, &actor, &pool.id, &parsed).await?;
     }
     let (_, key) = control::create_api_key(&store, &actor, &pool.id, "bench", None, None).await?;
+    let (limited_id, limited) =
+        control::create_api_key(&store, &actor, &pool.id, "bench with limits", None, None).await?;
+    let policy = codex_pooler::store::KeyPolicy {
+        max_requests_per_minute: Some(1_000_000_000),
+        max_tokens_per_day: Some(1_000_000_000_000),
+        max_tokens_per_week: Some(1_000_000_000_000),
+        max_spend_micros_per_day: Some(1_000_000_000_000),
+        ..Default::default()
+    };
+    store.set_key_policy(&actor, &limited_id, &policy).await?;
     store.close().await;
-    Ok(key)
+    Ok((key, limited))
 }

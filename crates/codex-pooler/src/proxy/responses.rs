@@ -211,7 +211,11 @@ async fn dispatch(
     };
     let mut shape = shape;
     if let Err(err) = admission::apply_policy(&policy, &mut json_body, &mut shape) {
-        return Dispatched::Response(admission::reject(&rt, &key, &facts, err).await.into_response());
+        return Dispatched::Response(
+            admission::reject(&rt, &key, &facts, err)
+                .await
+                .into_response(),
+        );
     }
     facts.reasoning_effort = shape.reasoning_effort.clone();
     facts.service_tier = shape.service_tier.clone();
@@ -293,9 +297,25 @@ async fn dispatch(
         Err(_) => return Dispatched::Response(GatewayError::Internal.into_response()),
     };
     let mut row = admission::new_row(&key, &facts, "in_progress", "usage_pending");
-    let reservation = match admission::reserve(&rt, &key, &policy, &row.id, &shape, upstream_body.len(), requested_output_cap).await {
+    let reservation = match admission::reserve(
+        &rt,
+        &key,
+        &policy,
+        &row.id,
+        &shape,
+        upstream_body.len(),
+        requested_output_cap,
+    )
+    .await
+    {
         Ok(r) => r,
-        Err(err) => return Dispatched::Response(admission::reject(&rt, &key, &facts, err).await.into_response()),
+        Err(err) => {
+            return Dispatched::Response(
+                admission::reject(&rt, &key, &facts, err)
+                    .await
+                    .into_response(),
+            );
+        }
     };
     row.estimated_cost_micros = reservation.estimated_cost_micros;
     row.request_metadata = json!({

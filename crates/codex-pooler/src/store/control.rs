@@ -72,6 +72,7 @@ macro_rules! insert_audit {
         .await?;
     }};
 }
+pub(super) use insert_audit;
 
 #[derive(Debug, Clone, FromRow)]
 pub struct OperatorRow {
@@ -92,7 +93,7 @@ pub struct OperatorTokenRow {
     pub operator_status: String,
 }
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone, FromRow, serde::Serialize)]
 pub struct PoolRow {
     pub id: String,
     pub slug: String,

@@ -3,6 +3,7 @@
 //! both); where dialects differ the function matches on the backend.
 //! Nothing in this module knows about HTTP.
 
+mod console;
 mod control;
 mod jobs;
 mod policy;
@@ -10,6 +11,7 @@ mod records;
 mod runtime;
 mod usage;
 
+pub use console::*;
 pub use control::*;
 pub use policy::*;
 pub use records::*;

@@ -35,6 +35,15 @@ impl KeyPolicy {
             || self.max_spend_micros_per_week.is_some()
             || self.max_spend_micros_per_month.is_some()
     }
+
+    /// Whether any token or spend window is limited.
+    pub fn has_token_or_spend_limits(&self) -> bool {
+        self.max_tokens_per_day.is_some()
+            || self.max_tokens_per_week.is_some()
+            || self.max_spend_micros_per_day.is_some()
+            || self.max_spend_micros_per_week.is_some()
+            || self.max_spend_micros_per_month.is_some()
+    }
 }
 
 /// A limit that would be exceeded.
@@ -62,15 +71,18 @@ pub struct ReservationRequest<'a> {
     pub month_start_ms: i64,
 }
 
-#[derive(Debug, FromRow)]
+#[derive(Debug, Default, FromRow)]
 struct WindowUsage {
-    requests_minute: i64,
     tokens_day: i64,
     tokens_week: i64,
     spend_day: i64,
     spend_week: i64,
     spend_month: i64,
-    oldest_in_minute: Option<i64>,
+}
+
+/// Start of the hour containing `ms`.
+pub fn hour_floor(ms: i64) -> i64 {
+    ms - ms.rem_euclid(3_600_000)
 }
 
 const POLICY_COLUMNS: &str = "enforced_reasoning_effort, maximum_reasoning_effort, enforced_service_tier,
@@ -140,37 +152,39 @@ impl Store {
             if locked != 1 {
                 return Err(StoreError::NotFound("API key"));
             }
-            let usage: WindowUsage = sqlx::query_as(
-                "SELECT
-                    CAST(COALESCE(SUM(CASE WHEN reserved_at > $2 THEN 1 ELSE 0 END), 0) AS BIGINT) AS requests_minute,
-                    CAST(COALESCE(SUM(CASE WHEN reserved_at >= $3 THEN (CASE state WHEN 'reserved' THEN estimated_tokens WHEN 'settled' THEN COALESCE(settled_tokens, 0) ELSE 0 END) ELSE 0 END), 0) AS BIGINT) AS tokens_day,
-                    CAST(COALESCE(SUM(CASE state WHEN 'reserved' THEN estimated_tokens WHEN 'settled' THEN COALESCE(settled_tokens, 0) ELSE 0 END), 0) AS BIGINT) AS tokens_week,
-                    CAST(COALESCE(SUM(CASE WHEN reserved_at >= $3 THEN (CASE state WHEN 'reserved' THEN estimated_cost_micros WHEN 'settled' THEN COALESCE(settled_cost_micros, 0) ELSE 0 END) ELSE 0 END), 0) AS BIGINT) AS spend_day,
-                    CAST(COALESCE(SUM(CASE state WHEN 'reserved' THEN estimated_cost_micros WHEN 'settled' THEN COALESCE(settled_cost_micros, 0) ELSE 0 END), 0) AS BIGINT) AS spend_week,
-                    CAST(0 AS BIGINT) AS spend_month,
-                    MIN(CASE WHEN reserved_at > $2 THEN reserved_at END) AS oldest_in_minute
-                 FROM key_reservations WHERE api_key_id = $1 AND reserved_at >= $4")
-                .bind(r.api_key_id).bind(minute_start).bind(r.day_start_ms).bind(r.week_start_ms)
-                .fetch_one(&mut *tx).await?;
-            let spend_month: (i64,) = if policy.max_spend_micros_per_month.is_some() {
+            let (requests_minute, oldest_in_minute): (i64, Option<i64>) = if policy.max_requests_per_minute.is_some() {
                 sqlx::query_as(
-                    "SELECT CAST(COALESCE(SUM(CASE state WHEN 'reserved' THEN estimated_cost_micros WHEN 'settled' THEN COALESCE(settled_cost_micros, 0) ELSE 0 END), 0) AS BIGINT)
-                     FROM key_reservations WHERE api_key_id = $1 AND reserved_at >= $2")
-                    .bind(r.api_key_id).bind(r.month_start_ms).fetch_one(&mut *tx).await?
+                    "SELECT CAST(COUNT(*) AS BIGINT), MIN(reserved_at) FROM key_reservations WHERE api_key_id = $1 AND reserved_at > $2")
+                    .bind(r.api_key_id).bind(minute_start).fetch_one(&mut *tx).await?
             } else {
-                (usage.spend_month,)
+                (0, None)
+            };
+            let usage: WindowUsage = if policy.has_token_or_spend_limits() {
+                let oldest = r.week_start_ms.min(r.month_start_ms).min(r.day_start_ms);
+                sqlx::query_as(
+                    "SELECT
+                        CAST(COALESCE(SUM(CASE WHEN hour_start >= $2 THEN tokens ELSE 0 END), 0) AS BIGINT) AS tokens_day,
+                        CAST(COALESCE(SUM(CASE WHEN hour_start >= $3 THEN tokens ELSE 0 END), 0) AS BIGINT) AS tokens_week,
+                        CAST(COALESCE(SUM(CASE WHEN hour_start >= $2 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS spend_day,
+                        CAST(COALESCE(SUM(CASE WHEN hour_start >= $3 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS spend_week,
+                        CAST(COALESCE(SUM(CASE WHEN hour_start >= $4 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS spend_month
+                     FROM key_usage_hours WHERE api_key_id = $1 AND hour_start >= $5")
+                    .bind(r.api_key_id).bind(r.day_start_ms).bind(hour_floor(r.week_start_ms)).bind(r.month_start_ms).bind(hour_floor(oldest))
+                    .fetch_one(&mut *tx).await?
+            } else {
+                WindowUsage::default()
             };
             let day_end = r.day_start_ms + 86_400_000;
             let checks = [
-                ("max_requests_per_minute", "rolling 60 seconds", policy.max_requests_per_minute, usage.requests_minute + 1,
-                    usage.oldest_in_minute.map(|t| ((t + 60_000 - r.now_ms) / 1000).max(1))),
+                ("max_requests_per_minute", "rolling 60 seconds", policy.max_requests_per_minute, requests_minute + 1,
+                    oldest_in_minute.map(|t| ((t + 60_000 - r.now_ms) / 1000).max(1))),
                 ("max_tokens_per_day", "UTC day", policy.max_tokens_per_day, usage.tokens_day + r.estimated_tokens,
                     Some(((day_end - r.now_ms) / 1000).max(1))),
                 ("max_tokens_per_week", "rolling 7 days", policy.max_tokens_per_week, usage.tokens_week + r.estimated_tokens, None),
                 ("max_spend_micros_per_day", "UTC day", policy.max_spend_micros_per_day, usage.spend_day + r.estimated_cost_micros,
                     Some(((day_end - r.now_ms) / 1000).max(1))),
                 ("max_spend_micros_per_week", "rolling 7 days", policy.max_spend_micros_per_week, usage.spend_week + r.estimated_cost_micros, None),
-                ("max_spend_micros_per_month", "UTC month", policy.max_spend_micros_per_month, spend_month.0 + r.estimated_cost_micros, None),
+                ("max_spend_micros_per_month", "UTC month", policy.max_spend_micros_per_month, usage.spend_month + r.estimated_cost_micros, None),
             ];
             for (limit, window, allowed, attempted, retry_after_secs) in checks {
                 if let Some(allowed) = allowed
@@ -180,10 +194,17 @@ impl Store {
                     return Ok(Err(LimitExceeded { limit, window, attempted, allowed, retry_after_secs }));
                 }
             }
+            let hour = hour_floor(r.now_ms);
             sqlx::query(
-                "INSERT INTO key_reservations (request_id, api_key_id, reserved_at, estimated_tokens, estimated_cost_micros, state)
-                 VALUES ($1, $2, $3, $4, $5, 'reserved')")
-                .bind(r.request_id).bind(r.api_key_id).bind(r.now_ms).bind(r.estimated_tokens).bind(r.estimated_cost_micros)
+                "INSERT INTO key_reservations (request_id, api_key_id, reserved_at, estimated_tokens, estimated_cost_micros, hour_start, state)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'reserved')")
+                .bind(r.request_id).bind(r.api_key_id).bind(r.now_ms).bind(r.estimated_tokens).bind(r.estimated_cost_micros).bind(hour)
+                .execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO key_usage_hours (api_key_id, hour_start, tokens, cost_micros) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (api_key_id, hour_start) DO UPDATE SET tokens = key_usage_hours.tokens + excluded.tokens,
+                    cost_micros = key_usage_hours.cost_micros + excluded.cost_micros")
+                .bind(r.api_key_id).bind(hour).bind(r.estimated_tokens).bind(r.estimated_cost_micros)
                 .execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(Ok(()))

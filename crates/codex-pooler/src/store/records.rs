@@ -257,6 +257,15 @@ macro_rules! apply_event {
                 .rows_affected();
                 if updated == 1 {
                     sqlx::query(
+                        "UPDATE key_usage_hours SET
+                            tokens = tokens + $2 - (SELECT r.estimated_tokens FROM key_reservations r WHERE r.request_id = $1),
+                            cost_micros = cost_micros + $3 - (SELECT r.estimated_cost_micros FROM key_reservations r WHERE r.request_id = $1)
+                         WHERE api_key_id = (SELECT r.api_key_id FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'reserved')
+                           AND hour_start = (SELECT r.hour_start FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'reserved')",
+                    )
+                    .bind(&e.request_id).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
+                    .execute(&mut *$tx).await?;
+                    sqlx::query(
                         "UPDATE key_reservations SET state = CASE WHEN $2 = 'usage_known' THEN 'settled' ELSE 'released' END,
                             settled_tokens = $3, settled_cost_micros = $4 WHERE request_id = $1 AND state = 'reserved'",
                     )
@@ -425,6 +434,15 @@ macro_rules! apply_op {
             WriteOp::Ledger(e) => {
                 let s = &e.settlement;
                 sqlx::query(
+                    "UPDATE key_usage_hours SET
+                        tokens = tokens + $2 - (SELECT r.estimated_tokens FROM key_reservations r WHERE r.request_id = $1),
+                        cost_micros = cost_micros + $3 - (SELECT r.estimated_cost_micros FROM key_reservations r WHERE r.request_id = $1)
+                     WHERE api_key_id = (SELECT r.api_key_id FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'reserved')
+                       AND hour_start = (SELECT r.hour_start FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'reserved')",
+                )
+                .bind(&e.request_id).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
+                .execute(&mut *$tx).await?;
+                sqlx::query(
                     "UPDATE key_reservations SET state = CASE WHEN $2 = 'usage_known' THEN 'settled' ELSE 'released' END,
                         settled_tokens = $3, settled_cost_micros = $4 WHERE request_id = $1 AND state = 'reserved'",
                 )
@@ -467,10 +485,13 @@ impl Store {
     }
 
     /// Newest-first page of request rows, at most `limit`, older than `before`.
+    /// `scope_operator` limits rows to the Pools assigned to that operator
+    /// (admins); `None` sees every Pool (owners).
     pub async fn list_request_logs(
         &self,
         limit: i64,
         before: Option<&RequestCursor>,
+        scope_operator: Option<&str>,
     ) -> StoreResult<Vec<RequestLogRow>> {
         let (at, id) = match before {
             Some(c) => (Some(c.admitted_at), Some(c.id.clone())),
@@ -479,11 +500,12 @@ impl Store {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {REQUEST_LOG_COLUMNS} FROM requests r LEFT JOIN pools p ON p.id = r.pool_id
              WHERE ($1 IS NULL OR r.admitted_at < $1 OR (r.admitted_at = $1 AND r.id < $2))
+               AND ($4 IS NULL OR r.pool_id IN (SELECT op.pool_id FROM operator_pools op WHERE op.operator_id = $4))
              ORDER BY r.admitted_at DESC, r.id DESC LIMIT $3"
         ));
         Ok(
             with_pool!(self, pool => sqlx::query_as::<_, RequestLogRow>(sql)
-            .bind(at).bind(id).bind(limit).fetch_all(pool).await)?,
+            .bind(at).bind(id).bind(limit).bind(scope_operator).fetch_all(pool).await)?,
         )
     }
 
@@ -491,13 +513,15 @@ impl Store {
     pub async fn get_request_log(
         &self,
         id: &str,
+        scope_operator: Option<&str>,
     ) -> StoreResult<Option<(RequestLogRow, Vec<AttemptLogRow>)>> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {REQUEST_LOG_COLUMNS} FROM requests r LEFT JOIN pools p ON p.id = r.pool_id
-             WHERE r.id = $1 OR r.correlation_id = $1"
+             WHERE (r.id = $1 OR r.correlation_id = $1)
+               AND ($2 IS NULL OR r.pool_id IN (SELECT op.pool_id FROM operator_pools op WHERE op.operator_id = $2))"
         ));
         let row = with_pool!(self, pool => sqlx::query_as::<_, RequestLogRow>(sql)
-            .bind(id).fetch_optional(pool).await)?;
+            .bind(id).bind(scope_operator).fetch_optional(pool).await)?;
         let Some(row) = row else { return Ok(None) };
         let attempts = with_pool!(self, pool => sqlx::query_as::<_, AttemptLogRow>(
             "SELECT a.id, a.attempt_number, a.assignment_id, a.identity_id, i.label AS identity_label, a.status,

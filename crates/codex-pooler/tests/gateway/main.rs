@@ -4,6 +4,7 @@ mod support;
 
 mod admission;
 mod codex_cli;
+mod console;
 mod ingress;
 mod ops;
 mod policy;

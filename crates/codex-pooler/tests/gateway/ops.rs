@@ -115,3 +115,76 @@ async fn request_log_paging_is_stable(backend: Backend) {
     h.stop().await;
 }
 on_both_backends!(paging, request_log_paging_is_stable);
+
+async fn an_admin_operator_token_sees_only_assigned_pools_request_rows(backend: Backend) {
+    use codex_pooler::control;
+    use codex_pooler::store::AuditActor;
+    let h = Harness::start(backend).await;
+    let rt = &h.app.runtime;
+    let actor = AuditActor::cli();
+    let _ = h
+        .responses(&text_request("demo pool traffic", "scope"))
+        .await
+        .text()
+        .await;
+    let other = rt
+        .store
+        .create_pool(&actor, "other", "Other")
+        .await
+        .expect("pool");
+    let admin_id = control::create_operator(
+        &rt.store,
+        &actor,
+        "admin@example.test",
+        "a long admin password",
+        "admin",
+    )
+    .await
+    .expect("admin");
+    rt.store
+        .assign_operator_pool(&actor, &admin_id, &other.id)
+        .await
+        .expect("assign");
+    let token =
+        control::create_operator_token(&rt.store, &actor, "admin@example.test", "admin token")
+            .await
+            .expect("token");
+    h.flush().await;
+    let owner_rows = h.request_logs().await;
+    let demo_row = owner_rows
+        .iter()
+        .find(|r| r["pool_id"] == h.info.pool_id.as_str())
+        .expect("a demo Pool row")
+        .clone();
+    let v: Value = h
+        .http
+        .get(h.url("/admin/api/request-logs"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        v["data"].as_array().map(Vec::len),
+        Some(0),
+        "no rows of Pools the admin is not assigned to"
+    );
+    let r = h
+        .http
+        .get(h.url(&format!(
+            "/admin/api/request-logs/{}",
+            demo_row["id"].as_str().unwrap_or_default()
+        )))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 404, "not even by id");
+    h.stop().await;
+}
+on_both_backends!(
+    request_log_scope,
+    an_admin_operator_token_sees_only_assigned_pools_request_rows
+);

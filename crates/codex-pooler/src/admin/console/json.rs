@@ -1,0 +1,168 @@
+//! JSON twins of the console pages under `/admin/api/…`, for scripts and the
+//! future MCP surface. They accept the session cookie (changes then also need
+//! `X-CSRF-Token`) or an operator token, and apply the same Pool scope.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::ConsoleError;
+use super::actions::{self, AUDIT_PAGE};
+use super::session::{ApiOperator, JsonPost};
+use crate::runtime::Runtime;
+use crate::store::AuditFilter;
+
+/// A console error answered with the JSON envelope.
+pub struct ApiError(ConsoleError);
+
+impl From<ConsoleError> for ApiError {
+    fn from(err: ConsoleError) -> Self {
+        ApiError(err)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.0.into_json()
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn ok(status: StatusCode, body: Value) -> ApiResult {
+    Ok((status, Json(body)).into_response())
+}
+
+/// The signed-in operator (and, for sessions, the CSRF token to send back).
+pub async fn me(ApiOperator(op): ApiOperator) -> ApiResult {
+    ok(
+        StatusCode::OK,
+        json!({"id": op.id, "email": op.email, "role": op.role,
+               "csrf_token": (!op.csrf.is_empty()).then_some(&op.csrf)}),
+    )
+}
+
+pub async fn pools(State(rt): State<Arc<Runtime>>, ApiOperator(op): ApiOperator) -> ApiResult {
+    let pools = actions::pools(&rt, &op).await?;
+    ok(StatusCode::OK, json!({"data": pools}))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewPool {
+    slug: String,
+    name: String,
+}
+
+pub async fn create_pool(
+    State(rt): State<Arc<Runtime>>,
+    JsonPost(op, body): JsonPost<NewPool>,
+) -> ApiResult {
+    let pool = actions::create_pool(&rt, &op, &body.slug, &body.name).await?;
+    ok(StatusCode::CREATED, json!({"pool": pool}))
+}
+
+pub async fn pool(
+    State(rt): State<Arc<Runtime>>,
+    ApiOperator(op): ApiOperator,
+    Path(pool_id): Path<String>,
+) -> ApiResult {
+    let detail = actions::pool_detail(&rt, &op, &pool_id).await?;
+    ok(StatusCode::OK, json!(detail))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ImportBody {
+    /// The file's text, or the parsed object.
+    auth_json: Value,
+    label: Option<String>,
+}
+
+pub async fn import_upstream(
+    State(rt): State<Arc<Runtime>>,
+    Path(pool_id): Path<String>,
+    JsonPost(op, body): JsonPost<ImportBody>,
+) -> ApiResult {
+    let text = match &body.auth_json {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let imported =
+        actions::import_upstream(&rt, &op, &pool_id, &text, body.label.as_deref()).await?;
+    ok(
+        StatusCode::CREATED,
+        json!({"identity_id": imported.identity_id, "assignment_id": imported.assignment_id,
+               "replaced_existing": imported.replaced_existing}),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StatusBody {
+    status: String,
+}
+
+pub async fn set_upstream_status(
+    State(rt): State<Arc<Runtime>>,
+    Path((pool_id, identity_id)): Path<(String, String)>,
+    JsonPost(op, body): JsonPost<StatusBody>,
+) -> ApiResult {
+    actions::set_upstream_status(&rt, &op, &pool_id, &identity_id, &body.status).await?;
+    ok(
+        StatusCode::OK,
+        json!({"identity_id": identity_id, "status": body.status}),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewKey {
+    name: String,
+}
+
+pub async fn create_key(
+    State(rt): State<Arc<Runtime>>,
+    Path(pool_id): Path<String>,
+    JsonPost(op, body): JsonPost<NewKey>,
+) -> ApiResult {
+    let (_, id, raw) = actions::create_key(&rt, &op, &pool_id, &body.name).await?;
+    ok(StatusCode::CREATED, json!({"id": id, "key": raw}))
+}
+
+pub async fn set_key_status(
+    State(rt): State<Arc<Runtime>>,
+    Path((pool_id, key_id)): Path<(String, String)>,
+    JsonPost(op, body): JsonPost<StatusBody>,
+) -> ApiResult {
+    actions::set_key_status(&rt, &op, &pool_id, &key_id, &body.status).await?;
+    ok(StatusCode::OK, json!({"id": key_id, "status": body.status}))
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub struct AuditQuery {
+    action: Option<String>,
+    actor: Option<String>,
+    before: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn audit_events(
+    State(rt): State<Arc<Runtime>>,
+    ApiOperator(op): ApiOperator,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult {
+    let bad = |what: &str| ApiError(ConsoleError::BadRequest(format!("invalid {what}")));
+    let filter = AuditFilter {
+        action: q.action.filter(|a| !a.is_empty()),
+        actor: q.actor.filter(|a| !a.is_empty()),
+        before: match q.before.as_deref().filter(|b| !b.is_empty()) {
+            Some(b) => Some(actions::parse_cursor(b).ok_or_else(|| bad("before cursor"))?),
+            None => None,
+        },
+    };
+    let limit = q.limit.unwrap_or(AUDIT_PAGE);
+    let (rows, next) = actions::audit_events(&rt, &op, &filter, limit).await?;
+    ok(StatusCode::OK, json!({"data": rows, "next_before": next}))
+}

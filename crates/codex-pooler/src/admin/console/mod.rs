@@ -1,0 +1,232 @@
+//! The server-rendered admin console (`/bootstrap`, `/login`, `/logout`,
+//! `/admin/…`) and its JSON twins (`/admin/api/…`, next to the request-log
+//! API). Pages are askama templates; forms work without JavaScript. Handlers
+//! stay thin: identity and CSRF live in [`session`], SQL in `store::console`,
+//! validation in `control`.
+//!
+//! Roles: the owner sees every Pool; an admin sees only the Pools assigned to
+//! them (`operator_pools`), and every read or change by id is checked against
+//! that scope in the query itself.
+
+mod actions;
+mod auth;
+mod json;
+mod pages;
+pub mod session;
+mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::control::ControlError;
+use crate::runtime::Runtime;
+use crate::store::StoreError;
+
+pub use auth::prepare_bootstrap;
+
+/// The console's routes (pages and JSON).
+pub fn router() -> Router<Arc<Runtime>> {
+    let pages = Router::new()
+        .route(
+            "/bootstrap",
+            get(auth::bootstrap_form).post(auth::bootstrap),
+        )
+        .route("/login", get(auth::login_form).post(auth::login))
+        .route("/logout", post(auth::logout))
+        .route("/admin", get(pages::home))
+        .route("/admin/", get(pages::home))
+        .route("/admin/assets/console.css", get(pages::stylesheet))
+        .route("/admin/pools", get(pages::pools).post(pages::create_pool))
+        .route("/admin/pools/{pool_id}", get(pages::pool))
+        .route(
+            "/admin/pools/{pool_id}/upstreams",
+            post(pages::import_upstream),
+        )
+        .route(
+            "/admin/pools/{pool_id}/upstreams/{identity_id}/status",
+            post(pages::set_upstream_status),
+        )
+        .route("/admin/pools/{pool_id}/api-keys", post(pages::create_key))
+        .route(
+            "/admin/pools/{pool_id}/api-keys/{key_id}/status",
+            post(pages::set_key_status),
+        )
+        .route("/admin/audit", get(pages::audit))
+        .layer(axum::middleware::map_response(page_headers));
+    let api = Router::new()
+        .route("/admin/api/me", get(json::me))
+        .route("/admin/api/pools", get(json::pools).post(json::create_pool))
+        .route("/admin/api/pools/{pool_id}", get(json::pool))
+        .route(
+            "/admin/api/pools/{pool_id}/upstreams",
+            post(json::import_upstream),
+        )
+        .route(
+            "/admin/api/pools/{pool_id}/upstreams/{identity_id}/status",
+            post(json::set_upstream_status),
+        )
+        .route(
+            "/admin/api/pools/{pool_id}/api-keys",
+            post(json::create_key),
+        )
+        .route(
+            "/admin/api/pools/{pool_id}/api-keys/{key_id}/status",
+            post(json::set_key_status),
+        )
+        .route("/admin/api/audit-events", get(json::audit_events));
+    pages.merge(api)
+}
+
+/// Headers on every console page: no caching (pages may show a raw key once),
+/// no framing, scripts and styles only from this origin.
+async fn page_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+/// Errors of console handlers: an HTML message page, or the OpenAI-style
+/// envelope for the JSON routes.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error("sign in or present an operator token")]
+    Unauthenticated,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the request body is larger than the console accepts")]
+    TooLarge,
+    #[error("internal error")]
+    Internal,
+}
+
+impl ConsoleError {
+    pub fn cross_origin() -> Self {
+        ConsoleError::Forbidden(
+            "cross-origin request refused: changes must be submitted from the console itself"
+                .into(),
+        )
+    }
+
+    pub fn csrf_token() -> Self {
+        ConsoleError::Forbidden(
+            "the form's security token is missing or does not match your session; reload the page and try again"
+                .into(),
+        )
+    }
+
+    pub fn pool_not_found() -> Self {
+        ConsoleError::NotFound("Pool not found (or not assigned to you)".into())
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ConsoleError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ConsoleError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ConsoleError::NotFound(_) => StatusCode::NOT_FOUND,
+            ConsoleError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ConsoleError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ConsoleError::Conflict(_) => StatusCode::CONFLICT,
+            ConsoleError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ConsoleError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            ConsoleError::Unauthenticated => "operator_auth_required",
+            ConsoleError::Forbidden(_) => "forbidden",
+            ConsoleError::NotFound(_) => "not_found",
+            ConsoleError::BadRequest(_) => "invalid_request",
+            ConsoleError::Invalid(_) => "invalid_input",
+            ConsoleError::Conflict(_) => "conflict",
+            ConsoleError::TooLarge => "body_too_large",
+            ConsoleError::Internal => "internal_error",
+        }
+    }
+
+    /// The JSON envelope for `/admin/api/…`.
+    pub fn into_json(self) -> Response {
+        (
+            self.status(),
+            axum::Json(crate::error::error_body(
+                &self.to_string(),
+                "invalid_request_error",
+                self.code(),
+                None,
+            )),
+        )
+            .into_response()
+    }
+}
+
+impl IntoResponse for ConsoleError {
+    fn into_response(self) -> Response {
+        let title = match &self {
+            ConsoleError::Forbidden(_) => "Refused",
+            ConsoleError::NotFound(_) => "Not found",
+            ConsoleError::Internal => "Something went wrong",
+            _ => "Cannot do that",
+        };
+        views::render(
+            &views::MessagePage {
+                chrome: views::Chrome::signed_out(),
+                title: title.into(),
+                message: self.to_string(),
+            },
+            self.status(),
+        )
+    }
+}
+
+impl From<StoreError> for ConsoleError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound(what) => ConsoleError::NotFound(format!("no {what}")),
+            StoreError::Conflict(what) => ConsoleError::Conflict(format!("{what} already exists")),
+            other => {
+                tracing::error!(error = %other, "console store call failed");
+                ConsoleError::Internal
+            }
+        }
+    }
+}
+
+impl From<ControlError> for ConsoleError {
+    fn from(err: ControlError) -> Self {
+        match err {
+            ControlError::InvalidAuthJson(m) => {
+                ConsoleError::Invalid(format!("invalid auth.json: {m}"))
+            }
+            ControlError::InvalidInput(m) => ConsoleError::Invalid(m),
+            ControlError::Store(e) => e.into(),
+            ControlError::PasswordHash => ConsoleError::Internal,
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Page models for the askama templates in `templates/`, and the small
+//! formatting helpers that turn store rows into display text (times in UTC,
+//! percentages), so the templates stay free of logic.
+
+use askama::Template;
+use axum::http::{StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+
+use super::session::Operator;
+use crate::store::{
+    ApiKeySummary, AuditEventRow, PoolOverview, PoolRow, PoolUpstream, QuotaWindowRow,
+};
+
+/// What the layout needs: who is signed in, their CSRF token, the section.
+#[derive(Debug, Clone, Default)]
+pub struct Chrome {
+    pub signed_in: bool,
+    pub email: String,
+    pub role: String,
+    pub owner: bool,
+    pub csrf: String,
+    pub section: &'static str,
+}
+
+impl Chrome {
+    pub fn signed_out() -> Self {
+        Self::default()
+    }
+
+    pub fn for_operator(op: &Operator, section: &'static str) -> Self {
+        Chrome {
+            signed_in: true,
+            email: op.email.clone(),
+            role: op.role.clone(),
+            owner: op.is_owner(),
+            csrf: op.csrf.clone(),
+            section,
+        }
+    }
+}
+
+/// Renders a page with a status; a template error becomes a plain 500.
+pub fn render<T: Template>(page: &T, status: StatusCode) -> Response {
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(err) => {
+            tracing::error!(error = %err, "template rendering failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                "internal error",
+            )
+                .into_response()
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+pub struct LoginPage {
+    pub chrome: Chrome,
+    pub email: String,
+    pub error: Option<String>,
+    pub notice: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "bootstrap.html")]
+pub struct BootstrapPage {
+    pub chrome: Chrome,
+    pub token: String,
+    pub email: String,
+    pub error: Option<String>,
+    pub closed: bool,
+}
+
+#[derive(Template)]
+#[template(path = "pools.html")]
+pub struct PoolsPage {
+    pub chrome: Chrome,
+    pub pools: Vec<PoolOverview>,
+    pub error: Option<String>,
+    pub notice: Option<String>,
+    pub slug: String,
+    pub name: String,
+}
+
+/// One quota window, formatted.
+#[derive(Debug, Clone)]
+pub struct QuotaView {
+    pub kind: String,
+    pub used: String,
+    pub resets: String,
+    pub observed: String,
+}
+
+/// One upstream account row, formatted.
+#[derive(Debug, Clone)]
+pub struct UpstreamView {
+    pub identity_id: String,
+    pub label: String,
+    pub email: String,
+    pub plan: String,
+    pub status: String,
+    pub paused: bool,
+    pub token_expires: String,
+    pub last_refresh: String,
+    pub error_code: String,
+    pub quota: Vec<QuotaView>,
+}
+
+impl UpstreamView {
+    pub fn new(row: &PoolUpstream, windows: &[QuotaWindowRow]) -> Self {
+        UpstreamView {
+            identity_id: row.identity_id.clone(),
+            label: row.label.clone(),
+            email: row.email.clone().unwrap_or_default(),
+            plan: row.plan_type.clone().unwrap_or_else(|| "unknown".into()),
+            status: row.status.clone(),
+            paused: row.status == "paused",
+            token_expires: opt_time(row.access_token_expires_at),
+            last_refresh: opt_time(row.last_refresh_at),
+            error_code: row.last_refresh_error_code.clone().unwrap_or_default(),
+            quota: windows
+                .iter()
+                .filter(|w| w.identity_id == row.identity_id)
+                .map(|w| QuotaView {
+                    kind: w.window_kind.clone(),
+                    used: format!("{:.1} %", w.used_percent),
+                    resets: opt_time(w.reset_at),
+                    observed: format_time(w.observed_at),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// One API key row, formatted.
+#[derive(Debug, Clone)]
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub prefix: String,
+    pub status: String,
+    pub last_used: String,
+    pub created: String,
+    pub expires: String,
+}
+
+impl From<&ApiKeySummary> for KeyView {
+    fn from(k: &ApiKeySummary) -> Self {
+        KeyView {
+            id: k.id.clone(),
+            name: k.display_name.clone(),
+            prefix: k.key_prefix.clone(),
+            status: k.status.clone(),
+            last_used: k
+                .last_used_at
+                .map(format_time)
+                .unwrap_or_else(|| "never".into()),
+            created: format_time(k.created_at),
+            expires: k
+                .expires_at
+                .map(format_time)
+                .unwrap_or_else(|| "never".into()),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "pool.html")]
+pub struct PoolPage {
+    pub chrome: Chrome,
+    pub pool: PoolRow,
+    pub upstreams: Vec<UpstreamView>,
+    pub keys: Vec<KeyView>,
+    pub error: Option<String>,
+    pub notice: Option<String>,
+    pub key_name: String,
+    pub label: String,
+}
+
+#[derive(Template)]
+#[template(path = "key_created.html")]
+pub struct KeyCreatedPage {
+    pub chrome: Chrome,
+    pub pool: PoolRow,
+    pub name: String,
+    pub raw_key: String,
+}
+
+/// One audit event, formatted.
+#[derive(Debug, Clone)]
+pub struct AuditView {
+    pub time: String,
+    pub actor: String,
+    pub actor_kind: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub ip: String,
+    pub details: String,
+}
+
+impl From<&AuditEventRow> for AuditView {
+    fn from(e: &AuditEventRow) -> Self {
+        AuditView {
+            time: format_time(e.occurred_at),
+            actor: e.actor_label.clone().unwrap_or_default(),
+            actor_kind: e.actor_kind.clone(),
+            action: e.action.clone(),
+            target: match &e.target_id {
+                Some(id) => format!("{} {id}", e.target_kind),
+                None => e.target_kind.clone(),
+            },
+            outcome: e.outcome.clone(),
+            ip: e.ip.clone().unwrap_or_default(),
+            details: e.details.clone(),
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "audit.html")]
+pub struct AuditPage {
+    pub chrome: Chrome,
+    pub events: Vec<AuditView>,
+    pub action: String,
+    pub actor: String,
+    pub actions: Vec<&'static str>,
+    /// Query string of the next (older) page.
+    pub older: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+pub struct MessagePage {
+    pub chrome: Chrome,
+    pub title: String,
+    pub message: String,
+}
+
+/// Epoch milliseconds as `YYYY-MM-DD HH:MM:SS UTC`.
+pub fn format_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+fn opt_time(ms: Option<i64>) -> String {
+    ms.map(format_time).unwrap_or_else(|| "—".into())
+}
+
+/// Gregorian (year, month, day) of a day count since 1970-01-01.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    // Shift to a calendar whose years start on 1 March, in 400-year eras.
+    let shifted = days + 719_468;
+    let era = shifted.div_euclid(146_097);
+    let day_of_era = shifted.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::format_time;
+
+    #[test]
+    fn times_format_in_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00 UTC");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00 UTC");
+        assert_eq!(format_time(1_767_225_599_000), "2025-12-31 23:59:59 UTC");
+        assert_eq!(format_time(-1000), "1969-12-31 23:59:59 UTC");
+    }
+}
