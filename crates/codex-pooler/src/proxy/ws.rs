@@ -292,6 +292,16 @@ async fn connect(
     }
 }
 
+/// What to do with a client frame.
+enum ClientFrame {
+    /// Relay the frame as received.
+    Forward,
+    /// Relay this instead (the key's policy changed the turn).
+    Rewrite(String),
+    /// Send this error frame back and relay nothing.
+    Refuse(String),
+}
+
 /// One turn being served.
 struct Turn {
     finisher: Option<Finisher>,
@@ -340,13 +350,16 @@ async fn session(
                 last_client_frame = Instant::now();
                 match frame {
                     Some(Ok(Message::Text(text))) => {
-                        if let Some(error_frame) = state.on_client_text(text.as_str()).await {
-                            if client_tx.send(Message::Text(error_frame.into())).await.is_err() {
-                                break;
+                        let bytes = match state.on_client_text(text.as_str()).await {
+                            ClientFrame::Forward => Bytes::from(text),
+                            ClientFrame::Rewrite(rewritten) => Bytes::from(rewritten),
+                            ClientFrame::Refuse(error_frame) => {
+                                if client_tx.send(Message::Text(error_frame.into())).await.is_err() {
+                                    break;
+                                }
+                                continue;
                             }
-                            continue;
-                        }
-                        let bytes = Bytes::from(text);
+                        };
                         let Ok(forward) = tungstenite::Utf8Bytes::try_from(bytes) else { break };
                         if up_tx.send(tungstenite::Message::Text(forward)).await.is_err() {
                             state.end_turn(StreamEnd::UpstreamError).await;
@@ -438,11 +451,14 @@ impl Session {
 
     /// Looks at a client frame. Returns an error frame to send instead of
     /// forwarding when the turn is refused.
-    async fn on_client_text(&mut self, text: &str) -> Option<String> {
-        let value: Value = serde_json::from_str(text).ok()?;
-        if value.get("type").and_then(Value::as_str) != Some("response.create") {
-            return None;
+    async fn on_client_text(&mut self, text: &str) -> ClientFrame {
+        let Ok(Value::Object(mut frame)) = serde_json::from_str::<Value>(text) else {
+            return ClientFrame::Forward;
+        };
+        if frame.get("type").and_then(Value::as_str) != Some("response.create") {
+            return ClientFrame::Forward;
         }
+        let value = Value::Object(frame.clone());
         let model = value
             .get("model")
             .and_then(Value::as_str)
@@ -479,18 +495,70 @@ impl Session {
             None
         };
         if let Some(err) = denial {
-            let status = err.status().as_u16();
-            let body = err.body();
-            admission::reject(&self.rt, &self.key, &facts, err).await;
-            return Some(
-                json!({"type": "error", "status": status, "error": body["error"]}).to_string(),
-            );
+            return self.refuse(&facts, err).await;
         }
-        self.start_turn(facts, model, generate).await;
-        None
+        // The key's effort and tier policy, and its limits, hold per turn too.
+        let policy = match self.rt.key_policy(&self.key.id).await {
+            Ok(p) => p,
+            Err(_) => return self.refuse(&facts, GatewayError::Internal).await,
+        };
+        let mut shape = super::upstream::RequestShape {
+            model: model.clone(),
+            client_wants_stream: true,
+            reasoning_effort: facts.reasoning_effort.clone(),
+            service_tier: facts.service_tier.clone(),
+        };
+        let before = (shape.reasoning_effort.clone(), shape.service_tier.clone());
+        if let Err(err) = admission::apply_policy(&policy, &mut frame, &mut shape) {
+            return self.refuse(&facts, err).await;
+        }
+        let rewritten = (shape.reasoning_effort.clone(), shape.service_tier.clone()) != before;
+        facts.reasoning_effort = shape.reasoning_effort.clone();
+        facts.service_tier = shape.service_tier.clone();
+        let mut row = admission::new_row(&self.key, &facts, "in_progress", "usage_pending");
+        if generate {
+            let output_cap = frame.get("max_output_tokens").and_then(Value::as_i64);
+            match admission::reserve(
+                &self.rt,
+                &self.key,
+                &policy,
+                &row.id,
+                &shape,
+                text.len(),
+                output_cap,
+            )
+            .await
+            {
+                Ok(reserved) => row.estimated_cost_micros = reserved.estimated_cost_micros,
+                Err(err) => return self.refuse(&facts, err).await,
+            }
+        }
+        self.start_turn(row, facts.service_tier.clone(), model, generate)
+            .await;
+        if rewritten {
+            ClientFrame::Rewrite(Value::Object(frame).to_string())
+        } else {
+            ClientFrame::Forward
+        }
     }
 
-    async fn start_turn(&mut self, facts: RowFacts, model: String, generate: bool) {
+    /// Records the refusal of a turn and builds its error frame.
+    async fn refuse(&self, facts: &RowFacts, err: GatewayError) -> ClientFrame {
+        let status = err.status().as_u16();
+        let body = err.body();
+        admission::reject(&self.rt, &self.key, facts, err).await;
+        ClientFrame::Refuse(
+            json!({"type": "error", "status": status, "error": body["error"]}).to_string(),
+        )
+    }
+
+    async fn start_turn(
+        &mut self,
+        mut row: crate::store::NewRequest,
+        service_tier: Option<String>,
+        model: String,
+        generate: bool,
+    ) {
         let observer = StreamObserver::new(false);
         if !generate {
             self.turn = Some(Turn {
@@ -501,7 +569,6 @@ impl Session {
             return;
         }
         let started = Instant::now();
-        let mut row = admission::new_row(&self.key, &facts, "in_progress", "usage_pending");
         row.request_metadata = json!({"api_key": {"prefix": self.key.key_prefix}, "websocket_turn": self.turns + 1,
             "routing": {"assignment_id": self.candidate.assignment_id, "reason": "websocket_session"}})
         .to_string();
@@ -530,7 +597,7 @@ impl Session {
             request_id,
             self.endpoint,
             model,
-            facts.service_tier.clone(),
+            service_tier,
             attempt_id,
             self.candidate.identity.id.clone(),
             0,

@@ -321,3 +321,93 @@ on_both_backends!(
     v1_websocket,
     the_v1_websocket_serves_turns_behind_the_pool_switch
 );
+
+async fn key_policy_and_limits_hold_per_turn(backend: Backend) {
+    use codex_pooler::store::KeyPolicy;
+    let h = Harness::start(backend).await;
+    let rt = &h.app.runtime;
+    let actor = AuditActor::cli();
+    let (key_id, key) =
+        control::create_api_key(&rt.store, &actor, &h.info.pool_id, "ws policy", None, None)
+            .await
+            .expect("key");
+    let policy = KeyPolicy {
+        maximum_reasoning_effort: Some("medium".into()),
+        max_requests_per_minute: Some(2),
+        ..Default::default()
+    };
+    rt.store
+        .set_key_policy(&actor, &key_id, &policy)
+        .await
+        .expect("policy");
+    rt.invalidate_caches();
+    let mut socket = open(&h, &key, "ws-policy-limits").await.expect("upgrade");
+    let with_effort = |effort: &str| {
+        let mut v: Value =
+            serde_json::from_str(create("gpt-5.5", "effort", None).to_text().expect("text"))
+                .expect("json");
+        v["reasoning"] = json!({"effort": effort});
+        Message::text(v.to_string())
+    };
+    socket.send(with_effort("high")).await.expect("send");
+    let frames = read_turn(&mut socket).await;
+    assert_eq!(
+        frames.last().map(|f| f["error"]["code"].clone()),
+        Some(json!("reasoning_effort_not_allowed"))
+    );
+    for _ in 0..2 {
+        socket.send(with_effort("low")).await.expect("send");
+        let frames = read_turn(&mut socket).await;
+        assert_eq!(
+            frames.last().map(|f| f["type"].clone()),
+            Some(json!("response.completed"))
+        );
+    }
+    socket.send(with_effort("low")).await.expect("send");
+    let frames = read_turn(&mut socket).await;
+    let last = frames.last().expect("a frame");
+    assert_eq!(last["status"], 429);
+    assert_eq!(last["error"]["code"], "api_key_policy_limit_exceeded");
+
+    // "Always use" rewrites the turn sent upstream.
+    let (always_id, always) =
+        control::create_api_key(&rt.store, &actor, &h.info.pool_id, "ws always", None, None)
+            .await
+            .expect("key");
+    rt.store
+        .set_key_policy(
+            &actor,
+            &always_id,
+            &KeyPolicy {
+                enforced_reasoning_effort: Some("high".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("policy");
+    rt.invalidate_caches();
+    let mut socket = open(&h, &always, "ws-always").await.expect("upgrade");
+    socket.send(with_effort("low")).await.expect("send");
+    let frames = read_turn(&mut socket).await;
+    assert_eq!(
+        frames.last().map(|f| f["type"].clone()),
+        Some(json!("response.completed"))
+    );
+    let sent = h
+        .sim
+        .requests()
+        .into_iter()
+        .rev()
+        .find(|r| {
+            r.transport == "websocket"
+                && r.direction.as_deref() == Some("client")
+                && r.body
+                    .as_deref()
+                    .is_some_and(|b| b.contains("response.create"))
+        })
+        .and_then(|r| r.json)
+        .expect("the upstream turn");
+    assert_eq!(sent["reasoning"]["effort"], "high");
+    h.stop().await;
+}
+on_both_backends!(turn_policy, key_policy_and_limits_hold_per_turn);
