@@ -66,6 +66,10 @@ pub struct IdentityState {
     quota: Mutex<HashMap<String, QuotaWindow>>,
 }
 
+/// Quota evidence older than this no longer ranks accounts (`quota_first`);
+/// an exhausted window still excludes its account until its reset.
+pub const QUOTA_EVIDENCE_FRESH_MS: i64 = 15 * 60 * 1000;
+
 /// One quota window as last observed.
 #[derive(Debug, Clone, Copy)]
 pub struct QuotaWindow {
@@ -121,6 +125,7 @@ impl IdentityState {
     pub fn remaining_quota(&self, now: i64) -> Option<f64> {
         let q = self.quota.lock().ok()?;
         q.values()
+            .filter(|w| now * 1000 - w.observed_at <= QUOTA_EVIDENCE_FRESH_MS)
             .map(|w| {
                 if w.reset_at.is_some_and(|r| r <= now) {
                     100.0
