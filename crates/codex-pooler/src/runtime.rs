@@ -661,18 +661,10 @@ impl Runtime {
             return Ok(current);
         }
         // Another instance may have rotated the tokens already.
-        if let Ok((ciphertext, nonce, generation)) =
-            self.store.load_identity_secret(&identity.id).await
-            && generation > current.generation
-            && let Ok(secret) = self.decrypt(&identity.id, &ciphertext, &nonce)
+        if let Some(creds) = self
+            .adopt_stored_rotation(identity, current.generation)
+            .await
         {
-            let expires_at = access_token_expiry_ms(&secret.access_token);
-            let creds = Credentials {
-                secret,
-                generation,
-                expires_at,
-            };
-            identity.set_credentials(creds.clone());
             return Ok(creds);
         }
         // Across instances: one refresh per identity at a time, through a lease.
@@ -692,18 +684,10 @@ impl Runtime {
             // Another instance is refreshing: take its result when it lands.
             tokio::time::sleep(Duration::from_millis(200)).await;
             waited += Duration::from_millis(200);
-            if let Ok((ciphertext, nonce, generation)) =
-                self.store.load_identity_secret(&identity.id).await
-                && generation > current.generation
-                && let Ok(secret) = self.decrypt(&identity.id, &ciphertext, &nonce)
+            if let Some(creds) = self
+                .adopt_stored_rotation(identity, current.generation)
+                .await
             {
-                let expires_at = access_token_expiry_ms(&secret.access_token);
-                let creds = Credentials {
-                    secret,
-                    generation,
-                    expires_at,
-                };
-                identity.set_credentials(creds.clone());
                 return Ok(creds);
             }
             if waited >= REFRESH_LEASE {
@@ -712,22 +696,14 @@ impl Runtime {
         }
         // With the lease held, look once more: the previous holder may have
         // finished between our first look and taking the lease.
-        if let Ok((ciphertext, nonce, generation)) =
-            self.store.load_identity_secret(&identity.id).await
-            && generation > current.generation
-            && let Ok(secret) = self.decrypt(&identity.id, &ciphertext, &nonce)
+        if let Some(creds) = self
+            .adopt_stored_rotation(identity, current.generation)
+            .await
         {
             let _ = self
                 .store
                 .release_job_lease(&lease, &self.instance_id)
                 .await;
-            let expires_at = access_token_expiry_ms(&secret.access_token);
-            let creds = Credentials {
-                secret,
-                generation,
-                expires_at,
-            };
-            identity.set_credentials(creds.clone());
             return Ok(creds);
         }
         let result = self
@@ -743,6 +719,28 @@ impl Runtime {
             .release_job_lease(&lease, &self.instance_id)
             .await;
         outcome
+    }
+
+    /// Takes credentials another writer stored after `generation`, if any.
+    async fn adopt_stored_rotation(
+        &self,
+        identity: &IdentityState,
+        generation: i64,
+    ) -> Option<Credentials> {
+        let (ciphertext, nonce, stored) =
+            self.store.load_identity_secret(&identity.id).await.ok()?;
+        if stored <= generation {
+            return None;
+        }
+        let secret = self.decrypt(&identity.id, &ciphertext, &nonce).ok()?;
+        let expires_at = access_token_expiry_ms(&secret.access_token);
+        let creds = Credentials {
+            secret,
+            generation: stored,
+            expires_at,
+        };
+        identity.set_credentials(creds.clone());
+        Some(creds)
     }
 
     async fn store_refresh_outcome(

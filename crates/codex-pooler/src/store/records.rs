@@ -191,6 +191,43 @@ const REQUEST_LOG_COLUMNS: &str = "r.id, r.correlation_id, r.pool_id, p.name AS 
     r.reasoning_tokens, r.total_tokens, r.estimated_cost_micros, r.settled_cost_micros, r.pricing_status,
     r.client_request_id, r.user_agent, r.request_metadata";
 
+/// Settles a finished request: corrects its key reservation (and the hourly
+/// bucket it counted in) to the real usage, and writes the settlement ledger
+/// entry once.
+macro_rules! settle_request {
+    ($tx:expr, $e:expr) => {{
+        let e = $e;
+        let s = &e.settlement;
+        sqlx::query(
+            "UPDATE key_usage_hours SET
+                tokens = tokens + $2 - (SELECT r.estimated_tokens FROM key_reservations r WHERE r.request_id = $1),
+                cost_micros = cost_micros + $3 - (SELECT r.estimated_cost_micros FROM key_reservations r WHERE r.request_id = $1)
+             WHERE api_key_id = (SELECT r.api_key_id FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'reserved')
+               AND hour_start = (SELECT r.hour_start FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'reserved')",
+        )
+        .bind(&e.request_id).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
+        .execute(&mut *$tx).await?;
+        sqlx::query(
+            "UPDATE key_reservations SET state = CASE WHEN $2 = 'usage_known' THEN 'settled' ELSE 'released' END,
+                settled_tokens = $3, settled_cost_micros = $4 WHERE request_id = $1 AND state = 'reserved'",
+        )
+        .bind(&e.request_id).bind(s.usage_status).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
+        .execute(&mut *$tx).await?;
+        sqlx::query(
+            "INSERT INTO ledger_entries (id, request_id, entry_kind, source_event_id, usage_status, input_tokens,
+                cached_input_tokens, output_tokens, reasoning_tokens, total_tokens, settled_cost_micros,
+                pricing_status, occurred_at)
+             VALUES ($1, $2, 'settlement', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+             ON CONFLICT (source_event_id) DO NOTHING",
+        )
+        .bind(crate::time::new_id()).bind(&e.request_id).bind(format!("request:{}:settlement", e.request_id))
+        .bind(s.usage_status).bind(s.input_tokens).bind(s.cached_input_tokens).bind(s.output_tokens)
+        .bind(s.reasoning_tokens).bind(s.total_tokens).bind(s.settled_cost_micros)
+        .bind(s.pricing_status.as_deref()).bind(e.completed_at)
+        .execute(&mut *$tx).await?;
+    }};
+}
+
 macro_rules! apply_event {
     ($tx:expr, $event:expr, $instance:expr) => {
         match $event {
@@ -256,33 +293,7 @@ macro_rules! apply_event {
                 .execute(&mut *$tx).await?
                 .rows_affected();
                 if updated == 1 {
-                    sqlx::query(
-                        "UPDATE key_usage_hours SET
-                            tokens = tokens + $2 - (SELECT r.estimated_tokens FROM key_reservations r WHERE r.request_id = $1),
-                            cost_micros = cost_micros + $3 - (SELECT r.estimated_cost_micros FROM key_reservations r WHERE r.request_id = $1)
-                         WHERE api_key_id = (SELECT r.api_key_id FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'reserved')
-                           AND hour_start = (SELECT r.hour_start FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'reserved')",
-                    )
-                    .bind(&e.request_id).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
-                    .execute(&mut *$tx).await?;
-                    sqlx::query(
-                        "UPDATE key_reservations SET state = CASE WHEN $2 = 'usage_known' THEN 'settled' ELSE 'released' END,
-                            settled_tokens = $3, settled_cost_micros = $4 WHERE request_id = $1 AND state = 'reserved'",
-                    )
-                    .bind(&e.request_id).bind(s.usage_status).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
-                    .execute(&mut *$tx).await?;
-                    sqlx::query(
-                        "INSERT INTO ledger_entries (id, request_id, entry_kind, source_event_id, usage_status, input_tokens,
-                            cached_input_tokens, output_tokens, reasoning_tokens, total_tokens, settled_cost_micros,
-                            pricing_status, occurred_at)
-                         VALUES ($1, $2, 'settlement', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                         ON CONFLICT (source_event_id) DO NOTHING",
-                    )
-                    .bind(crate::time::new_id()).bind(&e.request_id).bind(format!("request:{}:settlement", e.request_id))
-                    .bind(s.usage_status).bind(s.input_tokens).bind(s.cached_input_tokens).bind(s.output_tokens)
-                    .bind(s.reasoning_tokens).bind(s.total_tokens).bind(s.settled_cost_micros)
-                    .bind(s.pricing_status.as_deref()).bind(e.completed_at)
-                    .execute(&mut *$tx).await?;
+                    settle_request!($tx, e);
                 }
             }
             RecordEvent::Quota(q) => {
@@ -431,36 +442,7 @@ macro_rules! apply_op {
                 .bind(e.error_message.as_deref()).bind(e.upstream_request_id.as_deref()).bind(e.completed_at).bind(e.latency_ms)
                 .execute(&mut *$tx).await?;
             }
-            WriteOp::Ledger(e) => {
-                let s = &e.settlement;
-                sqlx::query(
-                    "UPDATE key_usage_hours SET
-                        tokens = tokens + $2 - (SELECT r.estimated_tokens FROM key_reservations r WHERE r.request_id = $1),
-                        cost_micros = cost_micros + $3 - (SELECT r.estimated_cost_micros FROM key_reservations r WHERE r.request_id = $1)
-                     WHERE api_key_id = (SELECT r.api_key_id FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'reserved')
-                       AND hour_start = (SELECT r.hour_start FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'reserved')",
-                )
-                .bind(&e.request_id).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
-                .execute(&mut *$tx).await?;
-                sqlx::query(
-                    "UPDATE key_reservations SET state = CASE WHEN $2 = 'usage_known' THEN 'settled' ELSE 'released' END,
-                        settled_tokens = $3, settled_cost_micros = $4 WHERE request_id = $1 AND state = 'reserved'",
-                )
-                .bind(&e.request_id).bind(s.usage_status).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
-                .execute(&mut *$tx).await?;
-                sqlx::query(
-                    "INSERT INTO ledger_entries (id, request_id, entry_kind, source_event_id, usage_status, input_tokens,
-                        cached_input_tokens, output_tokens, reasoning_tokens, total_tokens, settled_cost_micros,
-                        pricing_status, occurred_at)
-                     VALUES ($1, $2, 'settlement', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                     ON CONFLICT (source_event_id) DO NOTHING",
-                )
-                .bind(crate::time::new_id()).bind(&e.request_id).bind(format!("request:{}:settlement", e.request_id))
-                .bind(s.usage_status).bind(s.input_tokens).bind(s.cached_input_tokens).bind(s.output_tokens)
-                .bind(s.reasoning_tokens).bind(s.total_tokens).bind(s.settled_cost_micros)
-                .bind(s.pricing_status.as_deref()).bind(e.completed_at)
-                .execute(&mut *$tx).await?;
-            }
+            WriteOp::Ledger(e) => settle_request!($tx, e),
         }
     };
 }

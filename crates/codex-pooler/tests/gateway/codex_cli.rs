@@ -118,32 +118,7 @@ async fn codex_cli_exec_over_http_sse_through_the_gateway() {
         _ => Backend::Sqlite,
     };
     let h = Harness::start(backend).await;
-    let home = std::env::temp_dir().join(format!("cxp-codex-{}", uuid::Uuid::now_v7()));
-    let codex_home = home.join(".codex");
-    std::fs::create_dir_all(&codex_home).expect("codex home");
-    let config = format!(
-        "model = \"gpt-5.5\"\nmodel_provider = \"pool\"\n\n[model_providers.pool]\nname = \"OpenAI\"\nbase_url = \"{}/backend-api/codex\"\nenv_key = \"POOL_API_KEY\"\nwire_api = \"responses\"\nsupports_websockets = false\nrequires_openai_auth = false\nrequest_max_retries = 0\nstream_max_retries = 0\n",
-        h.app.base_url()
-    );
-    std::fs::write(codex_home.join("config.toml"), config).expect("config");
-    let mut cmd = tokio::process::Command::new(&codex);
-    cmd.args([
-        "exec",
-        "--skip-git-repo-check",
-        "--ephemeral",
-        "--sandbox",
-        "read-only",
-        "say hello",
-    ])
-    .env_clear()
-    .env("PATH", std::env::var("PATH").unwrap_or_default())
-    .env("HOME", &home)
-    .env("CODEX_HOME", &codex_home)
-    .env("POOL_API_KEY", &h.info.api_key)
-    .env("RUST_LOG", "warn")
-    .current_dir(&home)
-    .stdin(std::process::Stdio::null())
-    .kill_on_drop(true);
+    let (mut cmd, home) = codex_command(&codex, &h, false, "say hello");
     let output = tokio::time::timeout(Duration::from_secs(180), cmd.output())
         .await
         .expect("codex exec finished in time")
