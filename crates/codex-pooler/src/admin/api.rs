@@ -108,9 +108,14 @@ fn parse_cursor(text: &str) -> Option<RequestCursor> {
 async fn list_request_logs(
     State(rt): State<Arc<Runtime>>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    Query(params): Query<std::collections::BTreeMap<String, String>>,
 ) -> Result<Response, AdminError> {
     let scope = authenticate_operator(&rt, &headers).await?;
+    let q = ListQuery {
+        limit: params.get("limit").cloned(),
+        before: params.get("before").cloned(),
+    };
+    let parsed = super::request_logs::parse_filters(&params);
     let limit = match q.limit.as_deref() {
         None | Some("") => DEFAULT_PAGE,
         Some(v) => v
@@ -124,7 +129,7 @@ async fn list_request_logs(
     };
     let rows = rt
         .store
-        .list_request_logs(limit, cursor.as_ref(), scope.as_deref())
+        .list_request_logs_filtered(&parsed.filter, limit, cursor.as_ref(), scope.as_deref())
         .await
         .map_err(|err| {
             tracing::error!(error = %err, "listing request logs failed");
@@ -135,7 +140,10 @@ async fn list_request_logs(
     } else {
         None
     };
-    Ok(axum::Json(json!({"data": rows, "limit": limit, "next_before": next})).into_response())
+    Ok(axum::Json(
+        json!({"data": rows, "limit": limit, "next_before": next, "warnings": parsed.warnings}),
+    )
+    .into_response())
 }
 
 async fn get_request_log(

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod console;
+pub mod request_logs;
 
 use std::sync::Arc;
 

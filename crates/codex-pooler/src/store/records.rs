@@ -176,6 +176,23 @@ pub struct AttemptLogRow {
     pub latency_ms: Option<i64>,
 }
 
+/// Request-log filters, already validated; `None` means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestLogFilter {
+    pub pool_id: Option<String>,
+    pub status: Option<String>,
+    pub upstream_identity_id: Option<String>,
+    pub model: Option<String>,
+    /// An API key's safe prefix or its label.
+    pub api_key: Option<String>,
+    /// A row id, correlation id or client request id, whole or a fragment.
+    pub request_id: Option<String>,
+    /// Epoch milliseconds, inclusive.
+    pub admitted_from: Option<i64>,
+    /// Epoch milliseconds, exclusive.
+    pub admitted_before: Option<i64>,
+}
+
 /// A page position: rows strictly older than this (admitted_at, id).
 #[derive(Debug, Clone)]
 pub struct RequestCursor {
@@ -489,6 +506,69 @@ impl Store {
             with_pool!(self, pool => sqlx::query_as::<_, RequestLogRow>(sql)
             .bind(at).bind(id).bind(limit).bind(scope_operator).fetch_all(pool).await)?,
         )
+    }
+
+    /// Newest-first page of request rows matching `filter` (see
+    /// [`RequestLogFilter`]), at most `limit`, older than `before`, within the
+    /// operator's Pool scope.
+    pub async fn list_request_logs_filtered(
+        &self,
+        filter: &RequestLogFilter,
+        limit: i64,
+        before: Option<&RequestCursor>,
+        scope_operator: Option<&str>,
+    ) -> StoreResult<Vec<RequestLogRow>> {
+        let head = format!(
+            "SELECT {REQUEST_LOG_COLUMNS} FROM requests r LEFT JOIN pools p ON p.id = r.pool_id WHERE 1 = 1"
+        );
+        with_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(head);
+            if let Some(op) = scope_operator {
+                q.push(" AND r.pool_id IN (SELECT op.pool_id FROM operator_pools op WHERE op.operator_id = ").push_bind(op).push(")");
+            }
+            if let Some(c) = before {
+                q.push(" AND (r.admitted_at < ").push_bind(c.admitted_at)
+                    .push(" OR (r.admitted_at = ").push_bind(c.admitted_at).push(" AND r.id < ").push_bind(c.id.clone()).push("))");
+            }
+            if let Some(v) = &filter.pool_id {
+                q.push(" AND r.pool_id = ").push_bind(v.clone());
+            }
+            if let Some(v) = &filter.status {
+                q.push(" AND r.status = ").push_bind(v.clone());
+            }
+            if let Some(v) = &filter.upstream_identity_id {
+                q.push(" AND r.upstream_identity_id = ").push_bind(v.clone());
+            }
+            if let Some(v) = &filter.model {
+                q.push(" AND r.requested_model = ").push_bind(v.clone());
+            }
+            if let Some(v) = &filter.api_key {
+                q.push(" AND (r.api_key_prefix = ").push_bind(v.clone())
+                    .push(" OR LOWER(r.api_key_label) = LOWER(").push_bind(v.clone()).push("))");
+            }
+            if let Some(v) = &filter.request_id {
+                // A full id matches exactly; a fragment matches as a substring
+                // of the row id, the correlation id or the client's request id.
+                // The value is validated to `[A-Za-z0-9._:-]`; `_` is a LIKE wildcard, so escape it.
+                let like = format!("%{}%", v.replace('_', "\\_"));
+                q.push(" AND (r.id = ").push_bind(v.clone())
+                    .push(" OR r.correlation_id = ").push_bind(v.clone())
+                    .push(" OR r.client_request_id = ").push_bind(v.clone());
+                if v.len() < 36 {
+                    q.push(" OR r.id LIKE ").push_bind(like.clone()).push(" ESCAPE '\\'")
+                        .push(" OR r.client_request_id LIKE ").push_bind(like).push(" ESCAPE '\\'");
+                }
+                q.push(")");
+            }
+            if let Some(v) = filter.admitted_from {
+                q.push(" AND r.admitted_at >= ").push_bind(v);
+            }
+            if let Some(v) = filter.admitted_before {
+                q.push(" AND r.admitted_at < ").push_bind(v);
+            }
+            q.push(" ORDER BY r.admitted_at DESC, r.id DESC LIMIT ").push_bind(limit);
+            Ok(q.build_query_as::<RequestLogRow>().fetch_all(pool).await?)
+        })
     }
 
     /// One request row with its attempts.

@@ -910,3 +910,232 @@ async fn bootstrap(backend: Backend) {
     h.stop().await;
 }
 on_both_backends!(bootstrap_creates_the_owner_once, bootstrap);
+
+async fn request_logs_page_and_filters(backend: Backend) {
+    use codex_pooler::control;
+    use codex_pooler::store::AuditActor;
+    let h = Harness::start(backend).await;
+    let rt = &h.app.runtime;
+    let actor = AuditActor::cli();
+    // A success with a client request id, a failure, and a rejection of a paused key.
+    let r = h
+        .http
+        .post(h.url("/backend-api/codex/responses"))
+        .bearer_auth(&h.info.api_key)
+        .header("x-request-id", "client-corr-4242")
+        .json(&text_request("ok", "logs-1"))
+        .send()
+        .await
+        .expect("sent");
+    let ok_id = r.headers()["x-codex-pooler-request-id"]
+        .to_str()
+        .expect("id")
+        .to_owned();
+    let _ = r.text().await;
+    let first = h.account_order("logs-2").await[0].clone();
+    h.sim
+        .queue_scenario(&first, "failed_after_content", 1)
+        .expect("scenario");
+    let _ = h
+        .responses(&text_request("fails", "logs-2"))
+        .await
+        .text()
+        .await;
+    let (paused_id, paused) =
+        control::create_api_key(&rt.store, &actor, &h.info.pool_id, "paused key", None, None)
+            .await
+            .expect("key");
+    rt.store
+        .set_api_key_status(&actor, &paused_id, "paused")
+        .await
+        .expect("pause");
+    rt.invalidate_caches();
+    let _ = h
+        .http
+        .post(h.url("/backend-api/codex/responses"))
+        .bearer_auth(&paused)
+        .json(&text_request("no", "logs-3"))
+        .send()
+        .await;
+    h.flush().await;
+
+    let api = |q: &str| {
+        let url = h.url(&format!("/admin/api/request-logs{q}"));
+        let http = h.http.clone();
+        let token = h.info.operator_token.clone();
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("api")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let ids = |v: &Value| {
+        v["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["id"].as_str().map(str::to_owned))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+    };
+    let all = api("").await;
+    let total = ids(&all).len();
+    assert_eq!(total, 3, "three requests: {all}");
+    let failed = api("?status=failed").await;
+    assert!(
+        failed["data"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .all(|r| r["status"] == "failed")
+    );
+    assert_eq!(ids(&failed).len(), 1);
+    let rejected = api("?status=rejected").await;
+    assert_eq!(rejected["data"][0]["last_error_code"], "api_key_paused");
+    // A bogus filter is ignored with a warning naming it; rows still come.
+    let bogus = api("?status=bogus&date_from=2026-13-45&colour=red").await;
+    assert_eq!(ids(&bogus).len(), total);
+    let warnings = bogus["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 3, "{warnings:?}");
+    // Id filter: a whole id matches exactly, a fragment as a substring, and the client's x-request-id is findable.
+    assert_eq!(
+        ids(&api(&format!("?request_id={ok_id}")).await),
+        vec![ok_id.clone()]
+    );
+    assert!(
+        ids(&api(&format!("?request_id={}", &ok_id[ok_id.len() - 12..])).await).contains(&ok_id)
+    );
+    assert_eq!(
+        ids(&api("?request_id=client-corr-4242").await),
+        vec![ok_id.clone()]
+    );
+    assert_eq!(ids(&api("?request_id=corr-42").await), vec![ok_id.clone()]);
+    assert!(
+        ids(&api("?request_id=corr_42").await).is_empty(),
+        "`_` is literal, not a wildcard"
+    );
+    // API key by prefix or label; model; pool.
+    let prefix = &paused[..19];
+    assert_eq!(
+        api(&format!("?api_key={prefix}")).await["data"][0]["last_error_code"],
+        "api_key_paused"
+    );
+    assert_eq!(
+        api("?api_key=PAUSED%20KEY").await["data"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    assert!(
+        api("?model=gpt-5.5").await["data"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .all(|r| r["requested_model"] == "gpt-5.5")
+    );
+    assert_eq!(
+        ids(&api(&format!("?pool_id={}", h.info.pool_id)).await).len(),
+        total
+    );
+    // UTC day bounds: today holds every row, tomorrow none.
+    let today_ms = codex_pooler::time::now_ms();
+    let day = |ms: i64| {
+        let secs = ms / 1000;
+        let days = secs.div_euclid(86_400);
+        // Render YYYY-MM-DD through the page parser's inverse: probe the parser.
+        (0..3)
+            .map(|d| days + d - 1)
+            .find_map(|_| None::<String>)
+            .unwrap_or_else(|| {
+                let z = days + 719_468;
+                let era = z.div_euclid(146_097);
+                let doe = z - era * 146_097;
+                let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+                let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+                let mp = (5 * doy + 2) / 153;
+                let d = doy - (153 * mp + 2) / 5 + 1;
+                let m = if mp < 10 { mp + 3 } else { mp - 9 };
+                let y = yoe + era * 400 + i64::from(m <= 2);
+                format!("{y:04}-{m:02}-{d:02}")
+            })
+    };
+    let today = day(today_ms);
+    let tomorrow = day(today_ms + 86_400_000);
+    assert_eq!(
+        ids(&api(&format!("?date_from={today}&date_to={today}")).await).len(),
+        total
+    );
+    assert!(ids(&api(&format!("?date_from={tomorrow}")).await).is_empty());
+    assert!(ids(&api(&format!("?date_to={}", day(today_ms - 86_400_000))).await).is_empty());
+
+    // The page, as the owner: warnings shown, rows listed, detail and its links open.
+    let owner = Browser::login(&h, &h.info.admin_email, &h.info.admin_password).await;
+    let page = owner
+        .get("/admin/request-logs?status=bogus&date_from=2026-13-45")
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("status: unknown status"));
+    assert!(page.body.contains("date_from: not a date"));
+    assert!(page.body.contains(&ok_id[ok_id.len() - 8..]));
+    assert!(
+        page.body.contains("api_key_paused") && page.body.contains("API keys page"),
+        "the paused-key row and its hint"
+    );
+    let page = owner.get("/admin/request-logs?status=failed").await;
+    assert!(page.body.contains("server_error") && !page.body.contains(&ok_id[ok_id.len() - 8..]));
+    let detail = owner.get(&format!("/admin/request-logs/{ok_id}")).await;
+    assert_eq!(detail.status, StatusCode::OK);
+    assert!(detail.body.contains("Attempts") && detail.body.contains("routing"));
+    assert_eq!(
+        owner
+            .get(&format!("/admin/pools/{}", h.info.pool_id))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert!(
+        !detail.body.contains(&h.info.api_key),
+        "no raw key on the page"
+    );
+
+    // An admin of another Pool sees none of it.
+    let other = rt
+        .store
+        .create_pool(&actor, "elsewhere", "Elsewhere")
+        .await
+        .expect("pool");
+    let admin_id = control::create_operator(
+        &rt.store,
+        &actor,
+        "logs-admin@example.test",
+        "a long admin password",
+        "admin",
+    )
+    .await
+    .expect("admin");
+    rt.store
+        .assign_operator_pool(&actor, &admin_id, &other.id)
+        .await
+        .expect("assign");
+    let admin = Browser::login(&h, "logs-admin@example.test", "a long admin password").await;
+    let page = admin.get("/admin/request-logs").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        !page.body.contains(&ok_id[ok_id.len() - 8..]) && page.body.contains("No requests match.")
+    );
+    assert_eq!(
+        admin
+            .get(&format!("/admin/request-logs/{ok_id}"))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    h.stop().await;
+}
+on_both_backends!(request_logs, request_logs_page_and_filters);

@@ -11,6 +11,7 @@
 mod actions;
 mod auth;
 mod json;
+mod logs;
 mod pages;
 pub mod session;
 mod views;
@@ -56,6 +57,8 @@ pub fn router() -> Router<Arc<Runtime>> {
             post(pages::set_key_status),
         )
         .route("/admin/audit", get(pages::audit))
+        .route("/admin/request-logs", get(logs::list))
+        .route("/admin/request-logs/{id}", get(logs::detail))
         .layer(axum::middleware::map_response(page_headers));
     let api = Router::new()
         .route("/admin/api/me", get(json::me))

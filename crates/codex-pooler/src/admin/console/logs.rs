@@ -1,0 +1,342 @@
+//! The Request logs page (`/admin/request-logs`) and a row's detail
+//! (`/admin/request-logs/{id}`): the seed document's filters, columns and
+//! operator hints, over the same validated filters as the JSON twin.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+
+use super::ConsoleError;
+use super::session::PageOperator;
+use super::views::{Chrome, render};
+use crate::admin::request_logs::{STATUSES, parse_filters};
+use crate::runtime::Runtime;
+use crate::store::{AttemptLogRow, RequestCursor, RequestLogRow};
+
+/// Rows per page.
+pub const PAGE_SIZE: i64 = 50;
+
+/// One table row, ready to show.
+pub struct RowView {
+    pub id: String,
+    pub short_id: String,
+    pub status: String,
+    pub icon: &'static str,
+    pub time: String,
+    pub account: String,
+    pub pool: String,
+    pub plan: String,
+    pub model: String,
+    pub key: String,
+    pub transport: &'static str,
+    pub route: String,
+    pub latency: String,
+    pub usage: String,
+    pub cost: String,
+    pub error: String,
+    pub hint: &'static str,
+}
+
+/// A one-line operator hint for a sanitized error code.
+pub fn hint(code: &str) -> &'static str {
+    match code {
+        "api_key_paused" | "api_key_revoked" | "api_key_expired" | "api_key_disabled" => {
+            "the Pool API key is not active: check its status and expiry on the API keys page"
+        }
+        "model_not_allowed" => "the key's policy does not allow this model",
+        "invalid_model" => "the model is not in this Pool's catalog",
+        "no_eligible_backend" => {
+            "no active upstream account could take it: check the Pool's assignments"
+        }
+        "pinned_continuation_reauth_required" | "identity_reauth_required" => {
+            "the pinned upstream account needs reauthorization: replace its auth.json"
+        }
+        "pinned_continuation_unavailable" => {
+            "the pinned upstream account is unavailable; the client must restart the session"
+        }
+        "quota_exhausted" | "usage_limit_reached" | "upstream_rate_limited" => {
+            "upstream quota exhausted: see the accounts' quota windows and resets"
+        }
+        "quota_evidence_unavailable" => {
+            "quota evidence is stale: the usage poll has not refreshed it"
+        }
+        "api_key_policy_limit_exceeded" => {
+            "a limit of the key's policy tripped; the message names it"
+        }
+        "reasoning_effort_not_allowed" => "the key's policy does not allow that reasoning effort",
+        "upstream_status"
+        | "upstream_network_error"
+        | "upstream_timeout"
+        | "upstream_stream_error"
+        | "stream_idle_timeout"
+        | "server_error"
+        | "upstream_request_failed" => {
+            "upstream failure or timeout: see the attempts and the account's health"
+        }
+        "client_disconnected" => "the client went away before the answer finished",
+        "stale_reservation_recovered" => {
+            "a gateway instance stopped while this request was running"
+        }
+        "invalid_request"
+        | "unsupported_parameter"
+        | "unsupported_endpoint"
+        | "websocket_upgrade_required" => "the request shape is not supported by this surface",
+        "stream_incomplete" => {
+            "a stale continuation anchor: the client must resend the full context"
+        }
+        _ => "",
+    }
+}
+
+fn transport_label(t: &str) -> &'static str {
+    match t {
+        "http_json" => "HTTP JSON",
+        "http_sse" => "HTTP SSE",
+        "http_compact_json" => "HTTP JSON (compact)",
+        "websocket" => "WebSocket",
+        "http_multipart" => "HTTP multipart",
+        _ => "other",
+    }
+}
+
+fn format_time(ms: i64) -> String {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    // Civil date from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60
+    )
+}
+
+fn view(r: &RequestLogRow) -> RowView {
+    let icon = match r.status.as_str() {
+        "succeeded" => "✓",
+        "failed" => "✕",
+        "rejected" => "⛨",
+        "in_progress" | "accepted" => "◷",
+        _ => "•",
+    };
+    let usage = if r.usage_status == "usage_known" {
+        format!(
+            "in {} (cached {}) · out {} (reasoning {})",
+            r.input_tokens.unwrap_or(0),
+            r.cached_input_tokens.unwrap_or(0),
+            r.output_tokens.unwrap_or(0),
+            r.reasoning_tokens.unwrap_or(0)
+        )
+    } else {
+        match r.usage_status.as_str() {
+            "usage_unknown" => "no usage reported (usage_unknown)".to_owned(),
+            "not_applicable" => "no usage: not sent upstream".to_owned(),
+            _ => "not settled yet".to_owned(),
+        }
+    };
+    let cost = match (r.settled_cost_micros, r.pricing_status.as_deref()) {
+        (Some(c), _) => format!("${:.6}", c as f64 / 1_000_000.0),
+        (None, Some(status)) if status != "priced" => status.to_owned(),
+        _ => String::new(),
+    };
+    let error = r.last_error_code.clone().unwrap_or_default();
+    RowView {
+        id: r.id.clone(),
+        // Ids are UUIDv7: the leading characters are a timestamp, the
+        // trailing ones random, so the short form is the tail.
+        short_id: r
+            .id
+            .chars()
+            .rev()
+            .take(8)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect(),
+        status: r.status.clone(),
+        icon,
+        time: format_time(r.admitted_at),
+        account: r.upstream_account_label.clone().unwrap_or_default(),
+        pool: r.pool_name.clone().unwrap_or_default(),
+        plan: r.upstream_account_plan.clone().unwrap_or_default(),
+        model: [
+            Some(r.requested_model.clone()),
+            r.reasoning_effort.clone(),
+            r.service_tier.clone(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" · "),
+        key: r
+            .api_key_label
+            .clone()
+            .or_else(|| r.api_key_prefix.clone())
+            .unwrap_or_default(),
+        transport: transport_label(&r.transport),
+        route: r.endpoint.clone(),
+        latency: r.total_ms.map(|ms| format!("{ms} ms")).unwrap_or_default(),
+        usage,
+        cost,
+        hint: hint(&error),
+        error,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "request_logs.html")]
+pub struct LogsPage {
+    pub chrome: Chrome,
+    pub rows: Vec<RowView>,
+    pub warnings: Vec<String>,
+    pub statuses: Vec<&'static str>,
+    pub pools: Vec<(String, String)>,
+    pub q: BTreeMap<String, String>,
+    pub older: Option<String>,
+}
+
+impl LogsPage {
+    pub fn value(&self, key: &str) -> String {
+        self.q.get(key).cloned().unwrap_or_default()
+    }
+}
+
+pub async fn list(
+    State(rt): State<Arc<Runtime>>,
+    PageOperator(op): PageOperator,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Result<Response, ConsoleError> {
+    let mut parsed = parse_filters(&params);
+    let before = match params
+        .get("before")
+        .map(String::as_str)
+        .filter(|b| !b.is_empty())
+    {
+        None => None,
+        Some(text) => {
+            let cursor = text.split_once('_').and_then(|(at, id)| {
+                Some(RequestCursor {
+                    admitted_at: at.parse().ok()?,
+                    id: id.to_owned(),
+                })
+            });
+            if cursor.is_none() {
+                parsed
+                    .warnings
+                    .push("before: not a page position; showing the newest rows".into());
+            }
+            cursor
+        }
+    };
+    let scope = (!op.is_owner()).then(|| op.id.clone());
+    let rows = rt
+        .store
+        .list_request_logs_filtered(&parsed.filter, PAGE_SIZE, before.as_ref(), scope.as_deref())
+        .await?;
+    let pools = rt
+        .store
+        .list_pool_overviews(op.scope())
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect();
+    let older = (rows.len() as i64 == PAGE_SIZE)
+        .then(|| rows.last().map(|r| format!("{}_{}", r.admitted_at, r.id)))
+        .flatten()
+        .map(|cursor| {
+            let mut q: Vec<(String, String)> = params
+                .iter()
+                .filter(|(k, _)| *k != "before")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            q.push(("before".into(), cursor));
+            serde_urlencoded::to_string(q).unwrap_or_default()
+        });
+    Ok(render(
+        &LogsPage {
+            chrome: Chrome::for_operator(&op, "logs"),
+            rows: rows.iter().map(view).collect(),
+            warnings: parsed.warnings,
+            statuses: STATUSES.to_vec(),
+            pools,
+            q: params,
+            older,
+        },
+        StatusCode::OK,
+    ))
+}
+
+#[derive(Template)]
+#[template(path = "request_log.html")]
+pub struct DetailPage {
+    pub chrome: Chrome,
+    pub row: RowView,
+    pub raw: RequestLogRow,
+    pub attempts: Vec<AttemptLogRow>,
+    pub metadata: String,
+    pub audit_link: String,
+}
+
+pub async fn detail(
+    State(rt): State<Arc<Runtime>>,
+    PageOperator(op): PageOperator,
+    Path(id): Path<String>,
+) -> Result<Response, ConsoleError> {
+    let scope = (!op.is_owner()).then(|| op.id.clone());
+    let Some((row, attempts)) = rt.store.get_request_log(&id, scope.as_deref()).await? else {
+        return Err(ConsoleError::NotFound("request not found".into()));
+    };
+    let metadata = serde_json::from_str::<serde_json::Value>(&row.request_metadata)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_default();
+    Ok(render(
+        &DetailPage {
+            chrome: Chrome::for_operator(&op, "logs"),
+            row: view(&row),
+            audit_link: format!("/admin/audit?pool_id={}", row.pool_id),
+            raw: row,
+            attempts,
+            metadata,
+        },
+        StatusCode::OK,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_shown_in_utc() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00Z");
+        assert_eq!(format_time(1_796_396_400_000), "2026-12-04 15:00:00Z");
+    }
+
+    #[test]
+    fn each_common_cause_has_a_hint() {
+        for code in [
+            "api_key_paused",
+            "model_not_allowed",
+            "no_eligible_backend",
+            "pinned_continuation_reauth_required",
+            "quota_exhausted",
+            "upstream_status",
+            "invalid_request",
+        ] {
+            assert!(!hint(code).is_empty(), "{code}");
+        }
+    }
+}
