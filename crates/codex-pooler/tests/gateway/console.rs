@@ -1139,3 +1139,70 @@ async fn request_logs_page_and_filters(backend: Backend) {
     h.stop().await;
 }
 on_both_backends!(request_logs, request_logs_page_and_filters);
+
+async fn request_logs_export_streams_the_filtered_set(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let first = h.account_order("export-2").await[0].clone();
+    h.sim
+        .queue_scenario(&first, "failed_after_content", 1)
+        .expect("scenario");
+    let _ = h
+        .responses(&text_request("one, \"quoted\"", "export-1"))
+        .await
+        .text()
+        .await;
+    let _ = h
+        .responses(&text_request("two", "export-2"))
+        .await
+        .text()
+        .await;
+    h.flush().await;
+    let get = |q: &str| {
+        let url = h.url(&format!("/admin/api/request-logs/export{q}"));
+        let http = h.http.clone();
+        let token = h.info.operator_token.clone();
+        async move {
+            let r = http
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("export");
+            (
+                r.status().as_u16(),
+                r.headers()
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned(),
+                r.text().await.expect("body"),
+            )
+        }
+    };
+    let (status, content_type, csv) = get("?format=csv").await;
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/csv"));
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and two rows: {csv}");
+    assert!(lines[0].starts_with("id,admitted_at,status"));
+    let (_, content_type, ndjson) = get("?format=ndjson&status=failed").await;
+    assert_eq!(content_type, "application/x-ndjson");
+    let rows: Vec<Value> = ndjson
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["status"], "failed");
+    assert_eq!(get("?format=xml").await.0, 400);
+    for body in [&csv, &ndjson] {
+        assert!(
+            !body.contains(&h.info.api_key) && !body.contains("quoted"),
+            "no keys and no prompt text"
+        );
+    }
+    h.stop().await;
+}
+on_both_backends!(
+    request_logs_export,
+    request_logs_export_streams_the_filtered_set
+);

@@ -206,6 +206,8 @@ pub struct LogsPage {
     pub pools: Vec<(String, String)>,
     pub q: BTreeMap<String, String>,
     pub older: Option<String>,
+    /// The current filters as a query string (no paging), for the export links.
+    pub export_query: String,
 }
 
 impl LogsPage {
@@ -272,6 +274,13 @@ pub async fn list(
             warnings: parsed.warnings,
             statuses: STATUSES.to_vec(),
             pools,
+            export_query: serde_urlencoded::to_string(
+                params
+                    .iter()
+                    .filter(|(k, _)| *k != "before")
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap_or_default(),
             q: params,
             older,
         },
@@ -313,6 +322,166 @@ pub async fn detail(
         },
         StatusCode::OK,
     ))
+}
+
+/// Rows fetched per page while exporting.
+const EXPORT_PAGE: i64 = 500;
+
+/// Columns of the CSV export, in order (never the metadata blob).
+const CSV_COLUMNS: &[&str] = &[
+    "id",
+    "admitted_at",
+    "status",
+    "usage_status",
+    "pool_name",
+    "api_key_label",
+    "api_key_prefix",
+    "endpoint",
+    "transport",
+    "requested_model",
+    "reasoning_effort",
+    "service_tier",
+    "upstream_account_label",
+    "upstream_account_plan",
+    "response_status_code",
+    "retry_count",
+    "last_error_code",
+    "total_ms",
+    "input_tokens",
+    "cached_input_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+    "settled_cost_micros",
+    "pricing_status",
+    "client_request_id",
+];
+
+fn csv_field(value: &serde_json::Value) -> String {
+    let text = match value {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text
+    }
+}
+
+fn csv_line(row: &RequestLogRow) -> String {
+    let value = serde_json::to_value(row).unwrap_or_default();
+    let mut line = CSV_COLUMNS
+        .iter()
+        .map(|c| csv_field(&value[*c]))
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push('\n');
+    line
+}
+
+/// `GET /admin/api/request-logs/export?format=csv|ndjson&…filters`: the
+/// filtered set, newest first, streamed page by page (no full buffering).
+pub async fn export(
+    State(rt): State<Arc<Runtime>>,
+    super::session::ApiOperator(op): super::session::ApiOperator,
+    Query(params): Query<BTreeMap<String, String>>,
+) -> Result<Response, ConsoleError> {
+    let csv = match params.get("format").map(String::as_str) {
+        None | Some("ndjson") => false,
+        Some("csv") => true,
+        Some(_) => {
+            return Err(ConsoleError::BadRequest(
+                "format must be csv or ndjson".into(),
+            ));
+        }
+    };
+    let mut filter_params = params.clone();
+    filter_params.remove("format");
+    let parsed = parse_filters(&filter_params);
+    let scope = (!op.is_owner()).then(|| op.id.clone());
+    struct State2 {
+        rt: Arc<Runtime>,
+        filter: crate::store::RequestLogFilter,
+        scope: Option<String>,
+        cursor: Option<RequestCursor>,
+        header_pending: bool,
+        done: bool,
+        csv: bool,
+    }
+    let state = State2 {
+        rt,
+        filter: parsed.filter,
+        scope,
+        cursor: None,
+        header_pending: csv,
+        done: false,
+        csv,
+    };
+    let stream = futures_util::stream::unfold(state, |mut st| async move {
+        if st.header_pending {
+            st.header_pending = false;
+            let mut header = CSV_COLUMNS.join(",");
+            header.push('\n');
+            return Some((Ok::<_, std::io::Error>(bytes::Bytes::from(header)), st));
+        }
+        if st.done {
+            return None;
+        }
+        let rows = match st
+            .rt
+            .store
+            .list_request_logs_filtered(
+                &st.filter,
+                EXPORT_PAGE,
+                st.cursor.as_ref(),
+                st.scope.as_deref(),
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            Err(err) => {
+                return Some((
+                    Err(std::io::Error::other(err.to_string())),
+                    State2 { done: true, ..st },
+                ));
+            }
+        };
+        if rows.is_empty() {
+            return None;
+        }
+        st.done = (rows.len() as i64) < EXPORT_PAGE;
+        st.cursor = rows.last().map(|r| RequestCursor {
+            admitted_at: r.admitted_at,
+            id: r.id.clone(),
+        });
+        let mut chunk = String::new();
+        for row in &rows {
+            if st.csv {
+                chunk.push_str(&csv_line(row));
+            } else {
+                chunk.push_str(&serde_json::to_string(row).unwrap_or_default());
+                chunk.push('\n');
+            }
+        }
+        Some((Ok(bytes::Bytes::from(chunk)), st))
+    });
+    let (content_type, name) = if csv {
+        ("text/csv; charset=utf-8", "request-logs.csv")
+    } else {
+        ("application/x-ndjson", "request-logs.ndjson")
+    };
+    let mut response = Response::new(axum::body::Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(content_type),
+    );
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        headers.insert(axum::http::header::CONTENT_DISPOSITION, v);
+    }
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -62,6 +62,7 @@ pub fn router() -> Router<Arc<Runtime>> {
         .layer(axum::middleware::map_response(page_headers));
     let api = Router::new()
         .route("/admin/api/me", get(json::me))
+        .route("/admin/api/request-logs/export", get(logs::export))
         .route("/admin/api/pools", get(json::pools).post(json::create_pool))
         .route("/admin/api/pools/{pool_id}", get(json::pool))
         .route(
