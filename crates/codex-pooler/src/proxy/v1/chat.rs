@@ -23,37 +23,13 @@ use crate::time::{new_id, now_secs};
 const ENDPOINT: &str = "/v1/chat/completions";
 
 pub async fn handle(rt: Arc<Runtime>, headers: HeaderMap, body: Body) -> Response {
-    let admitted = match super::admit(&rt, &headers, ENDPOINT).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let key = admitted.key;
-    let json_body = match super::read_json(&rt, &key, &headers, body, ENDPOINT).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let request = match translate::chat_request(json_body) {
-        Ok(r) => r,
-        Err(err) => return super::reject(&rt, &key, &headers, ENDPOINT, err).await,
-    };
-    let transport = if request.stream {
-        "http_sse"
-    } else {
-        "http_json"
-    };
-    let events = match crate::proxy::responses::dispatch_events(
-        rt,
-        key,
-        headers,
-        request.body,
-        ENDPOINT,
-        transport,
-    )
-    .await
-    {
-        Ok(events) => events,
-        Err(response) => return response,
-    };
+    let (request, events) =
+        match super::translate_and_dispatch(rt, headers, body, ENDPOINT, translate::chat_request)
+            .await
+        {
+            Ok(pair) => pair,
+            Err(response) => return response,
+        };
     if request.stream {
         let encoder = ChunkEncoder::new(request.model, request.include_usage);
         super::responses::sse_response(chunk_stream(Events::new(events), encoder))

@@ -152,6 +152,33 @@ pub(crate) async fn admit(
     }
 }
 
+/// The path both translated routes share: the `/v1` gate, the JSON body,
+/// the translation, and the pipeline. Returns the translated request (minus
+/// its body) and the upstream events, or a ready error response.
+pub(crate) async fn translate_and_dispatch<T: translate::Translated>(
+    rt: Arc<Runtime>,
+    headers: HeaderMap,
+    body: Body,
+    endpoint: &'static str,
+    translate: fn(Map<String, Value>) -> Result<T, GatewayError>,
+) -> Result<(T, EventStream), Response> {
+    let key = admit(&rt, &headers, endpoint).await?.key;
+    let json_body = read_json(&rt, &key, &headers, body, endpoint).await?;
+    let mut request = match translate(json_body) {
+        Ok(r) => r,
+        Err(err) => return Err(reject(&rt, &key, &headers, endpoint, err).await),
+    };
+    let transport = if request.stream() {
+        "http_sse"
+    } else {
+        "http_json"
+    };
+    let body = request.take_body();
+    let events =
+        super::responses::dispatch_events(rt, key, headers, body, endpoint, transport).await?;
+    Ok((request, events))
+}
+
 /// Reads and parses a JSON object body, recording a rejection on failure.
 pub(crate) async fn read_json(
     rt: &Runtime,

@@ -27,35 +27,16 @@ pub(crate) const INTERRUPTED_MESSAGE: &str =
     "upstream request failed: stream interrupted before terminal response event";
 
 pub async fn handle(rt: Arc<Runtime>, headers: HeaderMap, body: Body) -> Response {
-    let admitted = match super::admit(&rt, &headers, ENDPOINT).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let key = admitted.key;
-    let json_body = match super::read_json(&rt, &key, &headers, body, ENDPOINT).await {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    let request = match translate::responses_request(json_body) {
-        Ok(r) => r,
-        Err(err) => return super::reject(&rt, &key, &headers, ENDPOINT, err).await,
-    };
-    let transport = if request.stream {
-        "http_sse"
-    } else {
-        "http_json"
-    };
-    let events = match crate::proxy::responses::dispatch_events(
+    let (request, events) = match super::translate_and_dispatch(
         rt,
-        key,
         headers,
-        request.body,
+        body,
         ENDPOINT,
-        transport,
+        translate::responses_request,
     )
     .await
     {
-        Ok(events) => events,
+        Ok(pair) => pair,
         Err(response) => return response,
     };
     if request.stream {

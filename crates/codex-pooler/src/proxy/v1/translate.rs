@@ -64,6 +64,31 @@ pub struct ResponsesRequest {
     pub stream: bool,
 }
 
+/// A request translated to the Codex Responses dialect: its body goes to the
+/// pipeline, the rest stays with the handler that re-encodes the answer.
+pub trait Translated {
+    fn stream(&self) -> bool;
+    fn take_body(&mut self) -> Map<String, Value>;
+}
+
+impl Translated for ResponsesRequest {
+    fn stream(&self) -> bool {
+        self.stream
+    }
+    fn take_body(&mut self) -> Map<String, Value> {
+        std::mem::take(&mut self.body)
+    }
+}
+
+impl Translated for ChatRequest {
+    fn stream(&self) -> bool {
+        self.stream
+    }
+    fn take_body(&mut self) -> Map<String, Value> {
+        std::mem::take(&mut self.body)
+    }
+}
+
 /// Rewrites a public Responses body: string `input` becomes one user message,
 /// system/developer messages are lifted into `instructions`, message content
 /// strings become typed parts.
