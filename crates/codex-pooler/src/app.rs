@@ -13,7 +13,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Settings;
 use crate::crypto::{KeySource, SecretBox};
-use crate::domain::pricing::PriceTable;
 use crate::runtime::{Runtime, build_http_client};
 use crate::store::Store;
 
@@ -65,11 +64,12 @@ impl Application {
                 listener.local_addr()?
             );
         }
+        let prices = crate::accounting::load_active_prices(&store).await?;
         let runtime = Arc::new(Runtime::new(
             settings,
             store,
             secret_box,
-            PriceTable::bundled()?,
+            prices,
             build_http_client()?,
             TaskTracker::new(),
             CancellationToken::new(),

@@ -52,6 +52,78 @@ pub enum Command {
     /// Pool API keys.
     #[command(subcommand)]
     ApiKey(ApiKeyCommand),
+    /// Price tables (versioned snapshots; the newest is in force).
+    #[command(subcommand)]
+    Pricing(PricingCommand),
+    /// Request-log scale checks.
+    #[command(subcommand)]
+    RequestLogs(RequestLogsCommand),
+    /// Usage rollups (hourly per Pool x model, daily per Pool, key, account and model).
+    #[command(subcommand)]
+    Rollups(RollupsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PricingCommand {
+    /// Import a price table file (the bundled format) as the newest snapshot;
+    /// running gateways load it within a minute.
+    Import {
+        #[command(flatten)]
+        settings: Settings,
+        /// The price table file (JSON, at most 8 MiB).
+        file: PathBuf,
+    },
+    /// List the stored snapshots, newest (in force) first.
+    List {
+        #[command(flatten)]
+        settings: Settings,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestLogsCommand {
+    /// Fill the database with synthetic finished requests (four `scale-*`
+    /// Pools, their keys and an admin assigned to two of them) for scale checks.
+    Seed {
+        #[command(flatten)]
+        settings: Settings,
+        /// How many rows.
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+        /// Spread over this many days, ending now.
+        #[arg(long, default_value_t = 28)]
+        days: u32,
+    },
+    /// Time the first page of the Request logs with each filter alone and all
+    /// combined, as the owner and as the seeded admin (median of several runs).
+    TimeFilters {
+        #[command(flatten)]
+        settings: Settings,
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RollupsCommand {
+    /// Recompute the rollups from the request rows, from a UTC day on
+    /// (default: the oldest day that still has request rows; older totals,
+    /// whose rows were pruned, are kept).
+    Rebuild {
+        #[command(flatten)]
+        settings: Settings,
+        /// First UTC day to rebuild, YYYY-MM-DD.
+        #[arg(long)]
+        from: Option<String>,
+    },
+    /// Compare the rollups with the sums over the request rows; exits 1 on a mismatch.
+    Check {
+        #[command(flatten)]
+        settings: Settings,
+        /// First UTC day to check, YYYY-MM-DD.
+        #[arg(long)]
+        from: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,6 +261,109 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 shutdown.cancel();
             });
             app.run_until_stopped().await
+        }
+        Command::Pricing(PricingCommand::Import { settings, file }) => {
+            let (store, _) = crate::app::open_store(&settings).await?;
+            crate::accounting::load_active_prices(&store).await?;
+            let done = crate::accounting::import_price_file(&store, &actor, &file).await?;
+            if done.created {
+                println!(
+                    "pricing snapshot {} imported ({} models, table version {}); running gateways load it within a minute",
+                    done.snapshot_version, done.model_count, done.table_version
+                );
+            } else {
+                println!(
+                    "this table is already stored as snapshot {}; nothing changed",
+                    done.snapshot_version
+                );
+            }
+            Ok(())
+        }
+        Command::Pricing(PricingCommand::List { settings }) => {
+            let (store, _) = crate::app::open_store(&settings).await?;
+            for (i, s) in store.list_pricing_snapshots().await?.iter().enumerate() {
+                println!(
+                    "{}{}\t{}\t{} models\ttable {}\timported {}",
+                    s.version,
+                    if i == 0 { " (in force)" } else { "" },
+                    s.source,
+                    s.model_count,
+                    s.generated_at.as_deref().unwrap_or("-"),
+                    crate::time::utc_label(s.imported_at),
+                );
+            }
+            Ok(())
+        }
+        Command::RequestLogs(RequestLogsCommand::Seed {
+            settings,
+            rows,
+            days,
+        }) => {
+            let (store, _) = crate::app::open_store(&settings).await?;
+            let done = crate::seeding::seed_request_logs(&store, &actor, rows, days, |n| {
+                eprintln!("{n} rows written");
+            })
+            .await?;
+            println!(
+                "{} synthetic request rows written in {:.1} s ({} to {}), rollups rebuilt",
+                done.rows,
+                done.seconds,
+                crate::time::utc_label(done.from_ms),
+                crate::time::utc_label(done.to_ms)
+            );
+            Ok(())
+        }
+        Command::RequestLogs(RequestLogsCommand::TimeFilters { settings, runs }) => {
+            let (store, _) = crate::app::open_store(&settings).await?;
+            println!("| filter | rows | owner ms | admin ms |\n|---|---|---|---|");
+            for t in crate::seeding::time_filters(&store, runs).await? {
+                println!(
+                    "| {} | {} | {:.1} | {:.1} |",
+                    t.label, t.rows, t.owner_ms, t.admin_ms
+                );
+            }
+            Ok(())
+        }
+        Command::Rollups(RollupsCommand::Rebuild { settings, from }) => {
+            let (store, _) = crate::app::open_store(&settings).await?;
+            let from = match from {
+                Some(day) => Some(parse_day(&day)?),
+                None => store.earliest_request_day().await?,
+            };
+            let Some(from) = from else {
+                println!("no request rows: nothing to rebuild");
+                return Ok(());
+            };
+            let done = store.rebuild_rollups(&actor, from).await?;
+            println!(
+                "rollups rebuilt from {}: {} hourly and {} daily rows",
+                crate::time::utc_label(done.from_ms),
+                done.hourly_rows,
+                done.daily_rows
+            );
+            Ok(())
+        }
+        Command::Rollups(RollupsCommand::Check { settings, from }) => {
+            let (store, _) = crate::app::open_store(&settings).await?;
+            let from = match from {
+                Some(day) => parse_day(&day)?,
+                None => store.earliest_request_day().await?.unwrap_or(0),
+            };
+            let mismatches = store.check_rollups(from).await?;
+            if mismatches.is_empty() {
+                println!("rollups match the request rows");
+                return Ok(());
+            }
+            for m in &mismatches {
+                println!(
+                    "{} {}: stored {:?}, rows {:?}",
+                    m.table, m.bucket, m.stored, m.from_rows
+                );
+            }
+            anyhow::bail!(
+                "{} rollup buckets differ from the request rows; run `codex-pooler rollups rebuild`",
+                mismatches.len()
+            )
         }
         Command::Migrate(settings) => {
             let (store, _) = crate::app::open_store(&settings).await?;
@@ -355,4 +530,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Parses a `YYYY-MM-DD` UTC day into its start (epoch ms).
+fn parse_day(day: &str) -> anyhow::Result<i64> {
+    crate::admin::request_logs::parse_utc_day(day)
+        .ok_or_else(|| anyhow::anyhow!("{day:?} is not a date; use YYYY-MM-DD"))
 }

@@ -95,6 +95,16 @@ pub struct Settings {
     )]
     pub usage_poll_interval_secs: u64,
 
+    /// Days of request-log rows to keep (0 keeps them forever). Older rows,
+    /// with their attempts and ledger entries, are pruned in small batches by
+    /// a background job; the usage rollups keep their totals.
+    #[arg(
+        long,
+        env = "CODEX_POOLER_REQUEST_LOG_RETENTION_DAYS",
+        default_value_t = 30
+    )]
+    pub request_log_retention_days: u32,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "CODEX_POOLER_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -133,6 +143,7 @@ impl Settings {
             max_request_bytes: 32 * 1024 * 1024,
             max_decompressed_bytes: 64 * 1024 * 1024,
             max_decompression_ratio: 200,
+            request_log_retention_days: 30,
             instance_stale_secs: 30,
             usage_poll_interval_secs: 300,
             log_format: "text".into(),

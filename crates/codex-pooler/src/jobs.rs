@@ -1,7 +1,8 @@
 //! Background jobs inside the server: the instance heartbeat, and leased jobs
 //! (one instance at a time) — recovery of requests orphaned by a crashed
 //! instance, quota polling through the usage endpoint, catalog sync, and
-//! proactive token refresh. Every loop is tracked and stops on shutdown; each
+//! proactive token refresh, request-log retention — plus, on every instance, the reload of a newer
+//! pricing snapshot. Every loop is tracked and stops on shutdown; each
 //! job also has a run-once function that tests call directly.
 
 use std::future::Future;
@@ -40,6 +41,26 @@ pub fn start(rt: &Arc<Runtime>) {
         true,
         true,
         |rt| async move { recover_orphaned_requests(&rt).await.map(|_| ()) },
+    );
+    spawn_loop(
+        rt,
+        "pricing_reload",
+        Duration::from_secs(60),
+        false,
+        false,
+        |rt| async move {
+            crate::accounting::reload_prices_if_newer(&rt)
+                .await
+                .map(|_| ())
+        },
+    );
+    spawn_loop(
+        rt,
+        "request_log_retention",
+        Duration::from_secs(300),
+        true,
+        false,
+        |rt| async move { prune_request_logs_once(&rt).await.map(|_| ()) },
     );
     spawn_loop(
         rt,
@@ -113,6 +134,47 @@ fn spawn_loop<F, Fut>(
             }
         }
     });
+}
+
+/// Rows deleted per statement by the retention job: small, so no write
+/// holds the database long enough to stall request recording.
+pub const PRUNE_BATCH: i64 = 500;
+
+/// Deletes request-log rows older than the retention (whole UTC days), in
+/// batches, yielding between them; also key-limit bookkeeping no window can
+/// reach. Returns how many request rows were deleted.
+pub async fn prune_request_logs_once(rt: &Runtime) -> anyhow::Result<u64> {
+    let now = now_ms();
+    let _ = rt
+        .store
+        .prune_key_windows(
+            now - 2 * 86_400_000,
+            now - 40 * 86_400_000,
+            PRUNE_BATCH * 10,
+        )
+        .await?;
+    let days = i64::from(rt.settings.request_log_retention_days);
+    if days == 0 {
+        return Ok(0);
+    }
+    let cutoff = crate::store::day_floor(now - days * 86_400_000);
+    let mut deleted = 0;
+    // At most 200 batches a run; the next run goes on.
+    for _ in 0..200 {
+        if rt.shutdown.is_cancelled() {
+            break;
+        }
+        let n = rt.store.prune_request_logs(cutoff, PRUNE_BATCH).await?;
+        deleted += n;
+        if n < PRUNE_BATCH as u64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if deleted > 0 {
+        tracing::info!(deleted, days, "pruned request-log rows past the retention");
+    }
+    Ok(deleted)
 }
 
 /// Fails requests left in progress by instances that stopped heartbeating.

@@ -5,6 +5,7 @@
 //! `admin` (the operator surface) call `domain` (pure rules) and `store` (all SQL);
 //! `store` knows nothing of HTTP. See `docs/ARCHITECTURE.md` for the path of a request.
 
+pub mod accounting;
 pub mod admin;
 pub mod app;
 pub mod cli;
@@ -20,5 +21,6 @@ pub mod ops;
 pub mod proxy;
 pub mod recorder;
 pub mod runtime;
+pub mod seeding;
 pub mod store;
 pub mod time;

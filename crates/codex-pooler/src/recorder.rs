@@ -2,6 +2,9 @@
 //! bounded channel and writes them in batched transactions, in order. Senders
 //! wait when the channel is full (backpressure, never dropping), failed batches
 //! are retried, and on shutdown the channel is drained before the task ends.
+//! On SQLite each batch is written under the runtime's write gate, which key
+//! reservations take too: writers queue fairly in the process instead of
+//! spinning in SQLite's busy handler.
 
 use std::time::Duration;
 
@@ -9,6 +12,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::store::{RecordEvent, Store};
+
+/// One process-wide, fair turn at SQLite's single write lock (`None` on
+/// PostgreSQL, which has row locks).
+pub type WriteGate = Option<std::sync::Arc<tokio::sync::Mutex<()>>>;
 
 const CHANNEL_CAPACITY: usize = 16_384;
 const MAX_BATCH: usize = 512;
@@ -38,9 +45,21 @@ impl std::fmt::Debug for Recorder {
 impl Recorder {
     /// Starts the writer task on `tasks`. It ends when every `Recorder` clone is
     /// dropped and the channel is drained.
-    pub fn start(store: Store, tasks: &TaskTracker, instance_id: String) -> Recorder {
+    pub fn start(
+        store: Store,
+        tasks: &TaskTracker,
+        instance_id: String,
+        gate: WriteGate,
+    ) -> Recorder {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
-        tasks.spawn(write_loop(store, rx, instance_id));
+        tasks.spawn(write_loop(
+            Writer {
+                store,
+                gate,
+                instance_id,
+            },
+            rx,
+        ));
         Recorder {
             tx,
             tasks: tasks.clone(),
@@ -80,7 +99,26 @@ impl Recorder {
     }
 }
 
-async fn write_loop(store: Store, mut rx: mpsc::Receiver<Message>, instance_id: String) {
+/// What the writer task writes with.
+struct Writer {
+    store: Store,
+    gate: WriteGate,
+    instance_id: String,
+}
+
+impl Writer {
+    async fn apply(&self, events: &[RecordEvent]) -> crate::store::StoreResult<()> {
+        let _turn = match &self.gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        };
+        self.store
+            .apply_record_batch(events, &self.instance_id)
+            .await
+    }
+}
+
+async fn write_loop(writer: Writer, mut rx: mpsc::Receiver<Message>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut waiters = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -104,7 +142,7 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Message>, instance_id: 
             };
         }
         if !batch.is_empty() {
-            write_with_retry(&store, &batch, rx.is_closed(), &instance_id).await;
+            write_with_retry(&writer, &batch, rx.is_closed()).await;
             batch.clear();
         }
         for done in waiters.drain(..) {
@@ -113,30 +151,24 @@ async fn write_loop(store: Store, mut rx: mpsc::Receiver<Message>, instance_id: 
     }
 }
 
-async fn write_with_retry(store: &Store, batch: &[RecordEvent], closing: bool, instance: &str) {
-    if retry(store, batch, closing, 3, instance).await {
+async fn write_with_retry(writer: &Writer, batch: &[RecordEvent], closing: bool) {
+    if retry(writer, batch, closing, 3).await {
         return;
     }
     // A batch that keeps failing may hold one event the database refuses (for
     // example a row whose Pool was deleted meanwhile): write the events one by
     // one so only that event is given up, and say so.
     for event in batch {
-        if !retry(store, std::slice::from_ref(event), closing, 20, instance).await {
+        if !retry(writer, std::slice::from_ref(event), closing, 20).await {
             tracing::error!(event = ?event_kind(event), "a request record could not be written and was skipped");
         }
     }
 }
 
-async fn retry(
-    store: &Store,
-    events: &[RecordEvent],
-    closing: bool,
-    max_tries: u32,
-    instance: &str,
-) -> bool {
+async fn retry(writer: &Writer, events: &[RecordEvent], closing: bool, max_tries: u32) -> bool {
     let mut delay = Duration::from_millis(50);
     for tries in 1..=max_tries {
-        match store.apply_record_batch(events, instance).await {
+        match writer.apply(events).await {
             Ok(()) => return true,
             Err(err) => {
                 tracing::warn!(error = %err, tries, events = events.len(), "writing request records failed");

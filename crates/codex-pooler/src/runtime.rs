@@ -209,7 +209,7 @@ pub struct Runtime {
     pub settings: Settings,
     pub store: Store,
     pub secret_box: SecretBox,
-    pub prices: PriceTable,
+    prices: RwLock<Arc<PriceTable>>,
     pub http: reqwest::Client,
     pub recorder: Recorder,
     pub tasks: TaskTracker,
@@ -227,6 +227,9 @@ pub struct Runtime {
     pub health: crate::health::Health,
     /// This process's identity in `gateway_instances`.
     pub instance_id: String,
+    /// SQLite only: the turn at the write lock that the recorder and key
+    /// reservations share (see `recorder`).
+    pub write_gate: crate::recorder::WriteGate,
 }
 
 /// How long a turn-state pin is remembered, and how many are kept.
@@ -273,12 +276,19 @@ impl Runtime {
         shutdown: CancellationToken,
     ) -> Self {
         let instance_id = crate::time::new_id();
-        let recorder = Recorder::start(store.clone(), &tasks, instance_id.clone());
+        let write_gate =
+            matches!(store, Store::Sqlite(_)).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        let recorder = Recorder::start(
+            store.clone(),
+            &tasks,
+            instance_id.clone(),
+            write_gate.clone(),
+        );
         Runtime {
             settings,
             store,
             secret_box,
-            prices,
+            prices: RwLock::new(Arc::new(prices)),
             http,
             recorder,
             tasks,
@@ -294,7 +304,19 @@ impl Runtime {
             clock_offset: AtomicI64::new(0),
             health: crate::health::Health::default(),
             instance_id,
+            write_gate,
         }
+    }
+
+    /// The price table in force (the newest pricing snapshot this instance
+    /// has loaded).
+    pub fn prices(&self) -> Arc<PriceTable> {
+        Arc::clone(&self.prices.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts a newer price table in force.
+    pub fn set_prices(&self, table: PriceTable) {
+        *self.prices.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(table);
     }
 
     /// Unix seconds on the gateway's clock.

@@ -1,6 +1,7 @@
 //! `GET /admin/api/request-logs` (newest first, bounded page, keyset cursor) and
 //! `GET /admin/api/request-logs/{id}` (the row with its attempts), behind
-//! `Authorization: Bearer <operator token>`.
+//! `Authorization: Bearer <operator token>` or, for the console's own live
+//! updates, a same-origin read with the session cookie.
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
+use super::console::session::{is_cross_origin, presented_session, token_hash};
 use crate::domain::keys::{OPERATOR_TOKEN_KIND, hashes_match, parse};
 use crate::runtime::Runtime;
 use crate::store::RequestCursor;
@@ -23,7 +25,7 @@ pub const MAX_PAGE: i64 = 200;
 /// Errors of the admin API.
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
-    #[error("operator token is required")]
+    #[error("an operator token or a console session is required")]
     Unauthenticated,
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -66,9 +68,12 @@ async fn authenticate_operator(
     rt: &Runtime,
     headers: &HeaderMap,
 ) -> Result<Option<String>, AdminError> {
-    let presented = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+    let Some(authorization) = headers.get(axum::http::header::AUTHORIZATION) else {
+        return authenticate_session(rt, headers).await;
+    };
+    let presented = authorization
+        .to_str()
+        .ok()
         .and_then(|v| v.strip_prefix("Bearer "))
         .and_then(|raw| parse(OPERATOR_TOKEN_KIND, raw.trim()))
         .ok_or(AdminError::Unauthenticated)?;
@@ -88,6 +93,31 @@ async fn authenticate_operator(
         None
     } else {
         Some(token.operator_id)
+    })
+}
+
+/// The scope of a signed-in console session (these routes only read, so no
+/// CSRF token is needed). A read another site's page starts is refused even
+/// though the browser could not show it to that site: the rows are only for
+/// the console's own pages.
+async fn authenticate_session(
+    rt: &Runtime,
+    headers: &HeaderMap,
+) -> Result<Option<String>, AdminError> {
+    let raw = presented_session(headers).ok_or(AdminError::Unauthenticated)?;
+    if is_cross_origin(headers) {
+        return Err(AdminError::Unauthenticated);
+    }
+    let session = rt
+        .store
+        .find_session(&token_hash(&raw))
+        .await
+        .map_err(|_| AdminError::Internal)?
+        .ok_or(AdminError::Unauthenticated)?;
+    Ok(if session.role == "owner" {
+        None
+    } else {
+        Some(session.operator_id)
     })
 }
 

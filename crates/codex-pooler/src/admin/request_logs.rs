@@ -16,8 +16,9 @@ pub const STATUSES: &[&str] = &[
     "cancelled",
 ];
 
-/// Parameters that are about paging, not filtering.
-const PAGING: &[&str] = &["limit", "before"];
+/// Parameters that are about paging or display, not filtering (`live=0`
+/// keeps the page's live updates paused across reloads).
+const NOT_FILTERS: &[&str] = &["limit", "before", "live"];
 
 /// The filter and the warnings for what was ignored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -31,17 +32,6 @@ fn simple_token(v: &str, max: usize) -> bool {
         && v.len() <= max
         && v.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Parses `YYYY-MM-DD` into the start of that UTC day in epoch milliseconds.
@@ -70,7 +60,7 @@ pub fn parse_utc_day(text: &str) -> Option<i64> {
     if !(1..=12).contains(&m) || d < 1 || d > days_in_month[(m - 1) as usize] {
         return None;
     }
-    Some(days_from_civil(y, m, d) * 86_400_000)
+    Some(crate::time::days_from_civil(y, m, d) * 86_400_000)
 }
 
 /// Validates every parameter; blanks mean "any".
@@ -78,7 +68,7 @@ pub fn parse_filters(params: &BTreeMap<String, String>) -> ParsedFilters {
     let mut out = ParsedFilters::default();
     for (key, raw) in params {
         let value = raw.trim();
-        if value.is_empty() || PAGING.contains(&key.as_str()) {
+        if value.is_empty() || NOT_FILTERS.contains(&key.as_str()) {
             continue;
         }
         let mut warn = |why: &str| {
@@ -179,6 +169,12 @@ mod tests {
             Some(1_796_342_400_000 + 86_400_000)
         );
         assert_eq!(p.filter.model.as_deref(), Some("gpt-5.5"));
+    }
+
+    #[test]
+    fn paging_and_display_parameters_are_not_filters() {
+        let p = parse_filters(&params(&[("before", "1_x"), ("limit", "5"), ("live", "0")]));
+        assert_eq!(p, ParsedFilters::default());
     }
 
     #[test]

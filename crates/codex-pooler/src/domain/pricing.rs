@@ -83,6 +83,8 @@ pub struct Priced {
 #[derive(Debug, Clone, Default)]
 pub struct PriceTable {
     pub version: String,
+    /// The stored snapshot this table was loaded from, if any.
+    pub snapshot_version: Option<i64>,
     models: HashMap<String, HashMap<String, HashMap<String, Bucket>>>,
 }
 
@@ -145,6 +147,7 @@ impl PriceTable {
             .ok_or_else(|| PriceTableError::Shape("missing \"models\" object".into()))?;
         let mut table = PriceTable {
             version,
+            snapshot_version: None,
             models: HashMap::new(),
         };
         for (model, tiers) in models {
@@ -187,6 +190,11 @@ impl PriceTable {
             table.models.insert(model.to_ascii_lowercase(), by_tier);
         }
         Ok(table)
+    }
+
+    /// How many models the table prices.
+    pub fn model_count(&self) -> usize {
+        self.models.len()
     }
 
     /// Finds the model entry: exact (case-insensitive), then by stripping trailing

@@ -136,6 +136,8 @@ pub fn new_row(key: &ApiKeyRow, facts: &RowFacts, status: &str, usage_status: &s
         user_agent: facts.user_agent.clone(),
         request_metadata: json!({"api_key": {"prefix": key.key_prefix}}).to_string(),
         estimated_cost_micros: None,
+        estimated_tokens: None,
+        window_reserved: false,
     }
 }
 
@@ -207,6 +209,10 @@ pub fn apply_policy(
 #[derive(Debug, Clone)]
 pub struct Reserved {
     pub estimated_cost_micros: Option<i64>,
+    /// Estimated input + output tokens.
+    pub estimated_tokens: i64,
+    /// Whether a key reservation was taken (the key has windowed limits).
+    pub window_reserved: bool,
     pub metadata: serde_json::Value,
 }
 
@@ -266,14 +272,14 @@ pub async fn reserve(
         ..Default::default()
     };
     let priced = rt
-        .prices
+        .prices()
         .price(&shape.model, shape.service_tier.as_deref(), None, &usage);
     let metadata = json!({"estimated_input_tokens": input, "estimated_output_tokens": output,
         "estimated_cost_micros": priced.cost_micros, "pricing_status": priced.status.as_str(), "strategy": "json_bytes_div_4_ceil"});
     if policy.has_window_limits() {
         let now = rt.now_secs() * 1000;
         let day_start = now - now.rem_euclid(86_400_000);
-        let month_start = month_start_ms(now);
+        let month_start = crate::time::month_start_ms(now);
         let request = crate::store::ReservationRequest {
             api_key_id: &key.id,
             request_id,
@@ -284,7 +290,13 @@ pub async fn reserve(
             week_start_ms: now - 7 * 86_400_000,
             month_start_ms: month_start,
         };
-        match rt.store.reserve_for_key(policy, &request).await {
+        let turn = match &rt.write_gate {
+            Some(gate) => Some(gate.lock().await),
+            None => None,
+        };
+        let reserved = rt.store.reserve_for_key(policy, &request).await;
+        drop(turn);
+        match reserved {
             Ok(Ok(())) => {}
             Ok(Err(limit)) => {
                 return Err(exceeded(
@@ -303,33 +315,8 @@ pub async fn reserve(
     }
     Ok(Reserved {
         estimated_cost_micros: priced.cost_micros,
+        estimated_tokens: input + output,
+        window_reserved: policy.has_window_limits(),
         metadata,
     })
-}
-
-/// Start of the UTC month containing `now_ms`.
-fn month_start_ms(now_ms: i64) -> i64 {
-    let days = now_ms.div_euclid(86_400_000);
-    // Civil-from-days (Howard Hinnant's algorithm), then back to the 1st.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day_of_month = doy - (153 * mp + 2) / 5 + 1;
-    (days - (day_of_month - 1)) * 86_400_000
-}
-
-#[cfg(test)]
-mod tests {
-    use super::month_start_ms;
-
-    #[test]
-    fn month_start_is_the_first_of_the_utc_month() {
-        // 2026-12-04T15:00:00Z → 2026-12-01T00:00:00Z
-        assert_eq!(month_start_ms(1_796_396_400_000), 1_796_083_200_000);
-        // 2024-02-29T23:59:59Z → 2024-02-01
-        assert_eq!(month_start_ms(1_709_251_199_000), 1_706_745_600_000);
-    }
 }

@@ -3,6 +3,7 @@
 
 pub mod admission;
 pub mod ingress;
+pub mod key_usage;
 pub mod models;
 pub mod relay;
 pub mod responses;
@@ -48,6 +49,9 @@ pub fn router() -> Router<Arc<Runtime>> {
         .route("/backend-api/codex/models", get(models_handler))
         .route("/backend-api/codex/v1/models", get(models_handler))
         .route("/v1/responses", get(v1_websocket_handler))
+        .route("/backend-api/wham/usage", get(codex_usage_handler))
+        .route("/wham/usage", get(codex_usage_handler))
+        .route("/api/codex/usage", get(codex_usage_handler))
         .merge(v1::router())
 }
 
@@ -91,4 +95,17 @@ async fn compact_handler(
 
 async fn models_handler(State(rt): State<Arc<Runtime>>, headers: HeaderMap) -> Response {
     models::handle(rt, headers).await
+}
+
+async fn codex_usage_handler(
+    State(rt): State<Arc<Runtime>>,
+    uri: axum::http::Uri,
+    headers: HeaderMap,
+) -> Response {
+    let endpoint = match uri.path() {
+        "/wham/usage" => "/wham/usage",
+        "/api/codex/usage" => "/api/codex/usage",
+        _ => "/backend-api/wham/usage",
+    };
+    key_usage::handle_codex_usage(rt, headers, endpoint).await
 }

@@ -387,7 +387,8 @@ pub fn settle(
             ..Default::default()
         };
     };
-    let priced = rt.prices.price(
+    let prices = rt.prices();
+    let priced = prices.price(
         model,
         requested_tier,
         outcome.actual_tier.as_deref(),
@@ -404,6 +405,7 @@ pub fn settle(
         settled_cost_micros: priced.cost_micros,
         pricing_status: Some(priced.status.as_str().to_owned()),
         actual_service_tier: outcome.actual_tier.clone(),
+        pricing_version: prices.snapshot_version,
     }
 }
 

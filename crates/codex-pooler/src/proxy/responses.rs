@@ -318,6 +318,8 @@ async fn dispatch(
         }
     };
     row.estimated_cost_micros = reservation.estimated_cost_micros;
+    row.estimated_tokens = Some(reservation.estimated_tokens);
+    row.window_reserved = reservation.window_reserved;
     row.request_metadata = json!({
         "api_key": {"prefix": key.key_prefix},
         "requested_stream": shape.client_wants_stream,

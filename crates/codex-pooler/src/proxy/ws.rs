@@ -529,7 +529,11 @@ impl Session {
             )
             .await
             {
-                Ok(reserved) => row.estimated_cost_micros = reserved.estimated_cost_micros,
+                Ok(reserved) => {
+                    row.estimated_cost_micros = reserved.estimated_cost_micros;
+                    row.estimated_tokens = Some(reserved.estimated_tokens);
+                    row.window_reserved = reserved.window_reserved;
+                }
                 Err(err) => return self.refuse(&facts, err).await,
             }
         }

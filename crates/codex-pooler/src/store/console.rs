@@ -40,6 +40,8 @@ pub struct SessionRow {
     pub role: String,
     pub expires_at: i64,
     pub last_seen_at: i64,
+    /// The operator still has a temporary password to replace.
+    pub must_change_password: bool,
 }
 
 /// Fields of a new session.
@@ -119,6 +121,29 @@ pub struct AuditEventRow {
     pub outcome: String,
     pub ip: Option<String>,
     pub details: String,
+}
+
+/// An operator as the Operators page lists them (no password hash).
+#[derive(Debug, Clone, Serialize)]
+pub struct OperatorSummary {
+    pub id: String,
+    pub email: String,
+    pub role: String,
+    pub status: String,
+    pub must_change_password: bool,
+    pub created_at: i64,
+    /// Assigned Pools as (id, name), by name.
+    pub pools: Vec<(String, String)>,
+}
+
+/// What a request to change an operator's status did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorStatusChange {
+    Changed,
+    /// The operator already had that status; nothing was written.
+    AlreadyThere,
+    /// Refused: the operator is the last active owner.
+    LastOwner,
 }
 
 /// Filters of the audit list; `before` is the keyset cursor (time, id).
@@ -208,7 +233,7 @@ impl Store {
     /// Finds an operator by id.
     pub async fn find_operator(&self, id: &str) -> StoreResult<Option<OperatorRow>> {
         Ok(with_pool!(self, pool => sqlx::query_as::<_, OperatorRow>(
-            "SELECT id, email, password_hash, role, status FROM operators WHERE id = $1")
+            "SELECT id, email, password_hash, role, status, must_change_password FROM operators WHERE id = $1")
             .bind(id).fetch_optional(pool).await)?)
     }
 
@@ -240,7 +265,8 @@ impl Store {
     /// The live session with this token hash, with an active operator.
     pub async fn find_session(&self, token_hash: &str) -> StoreResult<Option<SessionRow>> {
         Ok(with_pool!(self, pool => sqlx::query_as::<_, SessionRow>(
-            "SELECT s.id AS session_id, o.id AS operator_id, o.email, o.role, s.expires_at, s.last_seen_at
+            "SELECT s.id AS session_id, o.id AS operator_id, o.email, o.role, s.expires_at, s.last_seen_at,
+                    o.must_change_password
              FROM admin_sessions s JOIN operators o ON o.id = s.operator_id
              WHERE s.token_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > $2 AND o.status = 'active'")
             .bind(token_hash).bind(now_ms()).fetch_optional(pool).await)?)
@@ -471,6 +497,256 @@ impl Store {
             .bind(scope.operator()).bind(filter.action.as_deref()).bind(actor.as_deref())
             .bind(before_at).bind(before_id).bind(limit)
             .fetch_all(pool).await)?)
+    }
+
+    /// One API key of `pool_id`, without its hash.
+    pub async fn find_pool_api_key(
+        &self,
+        pool_id: &str,
+        key_id: &str,
+    ) -> StoreResult<Option<ApiKeySummary>> {
+        Ok(with_pool!(self, pool => sqlx::query_as::<_, ApiKeySummary>(
+            "SELECT id, pool_id, display_name, key_prefix, status, expires_at, last_used_at, created_at
+             FROM api_keys WHERE id = $1 AND pool_id = $2")
+            .bind(key_id).bind(pool_id).fetch_optional(pool).await)?)
+    }
+
+    /// Gives an unrevoked key of `pool_id` a new prefix and secret hash
+    /// (`api_key.rotate`): same record, settings and history; the old secret
+    /// stops matching at once. Returns the key's display name.
+    pub async fn rotate_pool_api_key(
+        &self,
+        actor: &AuditActor,
+        pool_id: &str,
+        key_id: &str,
+        new_prefix: &str,
+        new_hash: &str,
+    ) -> StoreResult<String> {
+        // Read before the transaction: on SQLite a transaction that reads
+        // first cannot always upgrade to a write. The UPDATE below only
+        // matches the prefix read here, so a concurrent rotation is not lost.
+        let old: Option<(String, String)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT key_prefix, display_name FROM api_keys WHERE id = $1 AND pool_id = $2 AND status <> 'revoked'")
+            .bind(key_id).bind(pool_id).fetch_optional(pool).await)?;
+        let Some((old_prefix, name)) = old else {
+            return Err(StoreError::NotFound("unrevoked API key in this Pool"));
+        };
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE api_keys SET key_prefix = $3, key_hash = $4, updated_at = $5
+                 WHERE id = $1 AND pool_id = $2 AND key_prefix = $6 AND status <> 'revoked'")
+                .bind(key_id).bind(pool_id).bind(new_prefix).bind(new_hash).bind(now_ms()).bind(&old_prefix)
+                .execute(&mut *tx).await
+                .map_err(|e| StoreError::from_insert(e, "API key"))?.rows_affected();
+            if changed != 1 {
+                return Err(StoreError::NotFound("unrevoked API key in this Pool"));
+            }
+            insert_audit!(tx, AuditEntry {
+                actor, action: "api_key.rotate", target_kind: "api_key", target_id: Some(key_id), pool_id: Some(pool_id),
+                details: serde_json::json!({"fields": ["key_prefix", "key_hash"], "old_prefix": old_prefix, "prefix": new_prefix}),
+            });
+            tx.commit().await?;
+            Ok(name)
+        })
+    }
+
+    /// Deletes a key of `pool_id` whose prefix is `prefix` (`api_key.delete`),
+    /// with its request history (the foreign keys cascade). The prefix is part
+    /// of the condition so a key rotated meanwhile is not deleted by a stale
+    /// confirmation.
+    pub async fn delete_pool_api_key(
+        &self,
+        actor: &AuditActor,
+        pool_id: &str,
+        key_id: &str,
+        prefix: &str,
+    ) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let name: Option<(String,)> = sqlx::query_as(
+                "DELETE FROM api_keys WHERE id = $1 AND pool_id = $2 AND key_prefix = $3 RETURNING display_name")
+                .bind(key_id).bind(pool_id).bind(prefix).fetch_optional(&mut *tx).await?;
+            let Some((name,)) = name else {
+                return Err(StoreError::NotFound("API key with this prefix in this Pool"));
+            };
+            insert_audit!(tx, AuditEntry {
+                actor, action: "api_key.delete", target_kind: "api_key", target_id: Some(key_id), pool_id: Some(pool_id),
+                details: serde_json::json!({"prefix": prefix, "display_name": name}),
+            });
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Every operator with the names of their assigned Pools, by email.
+    pub async fn list_operators(&self) -> StoreResult<Vec<OperatorSummary>> {
+        let (operators, pools) = with_pool!(self, pool => {
+            let operators = sqlx::query_as::<_, (String, String, String, String, bool, i64)>(
+                "SELECT id, email, role, status, must_change_password, created_at FROM operators ORDER BY email, id")
+                .fetch_all(pool).await?;
+            let pools = sqlx::query_as::<_, (String, String, String)>(
+                "SELECT op.operator_id, p.id, p.name FROM operator_pools op JOIN pools p ON p.id = op.pool_id
+                 ORDER BY p.name, p.id")
+                .fetch_all(pool).await?;
+            Ok::<_, sqlx::Error>((operators, pools))
+        })?;
+        Ok(operators
+            .into_iter()
+            .map(
+                |(id, email, role, status, must_change_password, created_at)| OperatorSummary {
+                    pools: pools
+                        .iter()
+                        .filter(|(operator, _, _)| operator == &id)
+                        .map(|(_, pool_id, name)| (pool_id.clone(), name.clone()))
+                        .collect(),
+                    id,
+                    email,
+                    role,
+                    status,
+                    must_change_password,
+                    created_at,
+                },
+            )
+            .collect())
+    }
+
+    /// Creates an operator who must change the (temporary) password at first
+    /// sign-in, assigned to `pool_ids`, with one `operator.create` event.
+    pub async fn create_operator_with_pools(
+        &self,
+        actor: &AuditActor,
+        email: &str,
+        password_hash: &str,
+        role: &str,
+        pool_ids: &[String],
+    ) -> StoreResult<String> {
+        let id = new_id();
+        let now = now_ms();
+        let email = email.trim().to_ascii_lowercase();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO operators (id, email, password_hash, role, status, must_change_password, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, 'active', TRUE, $5, $5)")
+                .bind(&id).bind(&email).bind(password_hash).bind(role).bind(now)
+                .execute(&mut *tx).await
+                .map_err(|e| StoreError::from_insert(e, "operator with this email"))?;
+            for pool_id in pool_ids {
+                let inserted = sqlx::query(
+                    "INSERT INTO operator_pools (operator_id, pool_id, created_at)
+                     SELECT $1, p.id, $3 FROM pools p WHERE p.id = $2")
+                    .bind(&id).bind(pool_id).bind(now)
+                    .execute(&mut *tx).await
+                    .map_err(|e| StoreError::from_insert(e, "Pool assignment"))?.rows_affected();
+                if inserted != 1 {
+                    return Err(StoreError::NotFound("Pool"));
+                }
+            }
+            insert_audit!(tx, AuditEntry {
+                actor, action: "operator.create", target_kind: "operator", target_id: Some(&id), pool_id: None,
+                details: serde_json::json!({"role": role, "pool_ids": pool_ids,
+                    "fields": ["email", "role", "password", "pools"], "must_change_password": true}),
+            });
+            tx.commit().await?;
+            Ok(id)
+        })
+    }
+
+    /// Deactivates (`deactivated`) or reactivates (`active`) an operator
+    /// (`operator.deactivate` / `operator.reactivate`). Deactivation revokes
+    /// their sessions in the same transaction, and is refused for the last
+    /// active owner.
+    pub async fn set_operator_status(
+        &self,
+        actor: &AuditActor,
+        operator_id: &str,
+        status: &str,
+    ) -> StoreResult<OperatorStatusChange> {
+        let (action, from) = match status {
+            "deactivated" => ("operator.deactivate", "active"),
+            "active" => ("operator.reactivate", "deactivated"),
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown operator status {status}"
+                )));
+            }
+        };
+        let now = now_ms();
+        let postgres = matches!(self, Store::Postgres(_));
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if postgres {
+                // Lock the active owners so two owners deactivating each
+                // other at once cannot both pass the last-owner guard. SQLite
+                // serializes writers, and the UPDATE below is its first
+                // statement, so the guard inside it is enough there.
+                sqlx::query("SELECT id FROM operators WHERE role = 'owner' AND status = 'active' FOR UPDATE")
+                    .fetch_all(&mut *tx).await?;
+            }
+            let changed = sqlx::query(
+                "UPDATE operators SET status = $2, updated_at = $3
+                 WHERE id = $1 AND status = $4
+                   AND NOT ($2 = 'deactivated' AND role = 'owner' AND NOT EXISTS (
+                       SELECT 1 FROM operators o WHERE o.role = 'owner' AND o.status = 'active' AND o.id <> $1))")
+                .bind(operator_id).bind(status).bind(now).bind(from)
+                .execute(&mut *tx).await?.rows_affected();
+            if changed != 1 {
+                let current: Option<(String,)> = sqlx::query_as("SELECT status FROM operators WHERE id = $1")
+                    .bind(operator_id).fetch_optional(&mut *tx).await?;
+                return match current {
+                    None => Err(StoreError::NotFound("operator")),
+                    Some((current,)) if current != from => Ok(OperatorStatusChange::AlreadyThere),
+                    Some(_) => Ok(OperatorStatusChange::LastOwner),
+                };
+            }
+            let revoked = if status == "deactivated" {
+                sqlx::query("UPDATE admin_sessions SET revoked_at = $2 WHERE operator_id = $1 AND revoked_at IS NULL")
+                    .bind(operator_id).bind(now).execute(&mut *tx).await?.rows_affected()
+            } else {
+                0
+            };
+            insert_audit!(tx, AuditEntry {
+                actor, action, target_kind: "operator", target_id: Some(operator_id), pool_id: None,
+                details: serde_json::json!({"fields": ["status"], "status": status, "sessions_revoked": revoked}),
+            });
+            tx.commit().await?;
+            Ok(OperatorStatusChange::Changed)
+        })
+    }
+
+    /// Replaces an operator's password and clears the must-change flag
+    /// (`auth.required_password_change` when the change was forced,
+    /// `auth.password_change` otherwise).
+    pub async fn change_operator_password(
+        &self,
+        actor: &AuditActor,
+        operator_id: &str,
+        password_hash: &str,
+        required: bool,
+    ) -> StoreResult<()> {
+        let action = if required {
+            "auth.required_password_change"
+        } else {
+            "auth.password_change"
+        };
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE operators SET password_hash = $2, must_change_password = FALSE, updated_at = $3
+                 WHERE id = $1 AND status = 'active'")
+                .bind(operator_id).bind(password_hash).bind(now_ms())
+                .execute(&mut *tx).await?.rows_affected();
+            if changed != 1 {
+                return Err(StoreError::NotFound("active operator"));
+            }
+            insert_audit!(tx, AuditEntry {
+                actor, action, target_kind: "operator", target_id: Some(operator_id), pool_id: None,
+                details: serde_json::json!({"fields": ["password"]}),
+            });
+            tx.commit().await?;
+            Ok(())
+        })
     }
 
     /// Every audit event, counted (tests and header figures).

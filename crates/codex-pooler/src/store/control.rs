@@ -81,6 +81,8 @@ pub struct OperatorRow {
     pub password_hash: String,
     pub role: String,
     pub status: String,
+    /// Signed up with a temporary password not yet replaced.
+    pub must_change_password: bool,
 }
 
 #[derive(Debug, Clone, FromRow)]
@@ -195,7 +197,7 @@ impl Store {
     pub async fn find_operator_by_email(&self, email: &str) -> StoreResult<Option<OperatorRow>> {
         let email = email.trim().to_ascii_lowercase();
         Ok(with_pool!(self, pool => sqlx::query_as::<_, OperatorRow>(
-            "SELECT id, email, password_hash, role, status FROM operators WHERE email = $1")
+            "SELECT id, email, password_hash, role, status, must_change_password FROM operators WHERE email = $1")
             .bind(&email).fetch_optional(pool).await)?)
     }
 

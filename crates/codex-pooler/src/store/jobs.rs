@@ -1,5 +1,5 @@
-//! Instance heartbeats, job leases, and the recovery of requests left in
-//! progress by an instance that stopped heartbeating.
+//! Instance heartbeats and job leases. (The recovery of requests left in
+//! progress by a stopped instance settles them, so it lives with the records.)
 
 use super::{Store, StoreResult, with_pool};
 use crate::time::now_ms;
@@ -45,42 +45,6 @@ impl Store {
         with_pool!(self, pool => sqlx::query("UPDATE job_leases SET expires_at = 0 WHERE job_name = $1 AND holder = $2")
             .bind(job).bind(holder).execute(pool).await.map(|_| ()))?;
         Ok(())
-    }
-
-    /// Fails requests (and their open attempts) left in progress by instances
-    /// whose last heartbeat is older than `stale_before_ms`, or that stopped.
-    /// Returns how many requests were recovered.
-    pub async fn recover_orphaned_requests(
-        &self,
-        own_instance: &str,
-        stale_before_ms: i64,
-    ) -> StoreResult<u64> {
-        let now = now_ms();
-        with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query(
-                "UPDATE attempts SET status = 'failed', error_code = 'stale_reservation_recovered',
-                    error_message = 'gateway instance stopped before the attempt finished', completed_at = $3
-                 WHERE status = 'in_progress' AND request_id IN (
-                    SELECT r.id FROM requests r
-                    WHERE r.status IN ('accepted', 'in_progress') AND COALESCE(r.instance_id, '') <> $1
-                      AND NOT EXISTS (SELECT 1 FROM gateway_instances g
-                                      WHERE g.id = r.instance_id AND g.heartbeat_at >= $2 AND g.stopped_at IS NULL))")
-                .bind(own_instance).bind(stale_before_ms).bind(now)
-                .execute(&mut *tx).await?;
-            let recovered = sqlx::query(
-                "UPDATE requests SET status = 'failed',
-                    usage_status = CASE WHEN usage_status = 'usage_pending' THEN 'usage_unknown' ELSE usage_status END,
-                    last_error_code = 'stale_reservation_recovered', response_status_code = 499, completed_at = $3
-                 WHERE status IN ('accepted', 'in_progress') AND COALESCE(instance_id, '') <> $1
-                   AND NOT EXISTS (SELECT 1 FROM gateway_instances g
-                                   WHERE g.id = requests.instance_id AND g.heartbeat_at >= $2 AND g.stopped_at IS NULL)")
-                .bind(own_instance).bind(stale_before_ms).bind(now)
-                .execute(&mut *tx).await?
-                .rows_affected();
-            tx.commit().await?;
-            Ok(recovered)
-        })
     }
 
     /// Sets a Pool's routing strategy and ring size, with its audit event.

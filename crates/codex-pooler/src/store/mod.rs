@@ -3,20 +3,24 @@
 //! both); where dialects differ the function matches on the backend.
 //! Nothing in this module knows about HTTP.
 
+mod accounting;
 mod console;
+pub mod console_options;
 mod control;
 mod jobs;
 mod policy;
 mod records;
 mod runtime;
+mod seeding;
 mod usage;
 
+pub use accounting::*;
 pub use console::*;
 pub use control::*;
 pub use policy::*;
 pub use records::*;
 pub use runtime::*;
-pub use usage::*;
+pub use seeding::*;
 
 use std::str::FromStr;
 use std::time::Duration;

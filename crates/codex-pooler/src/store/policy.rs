@@ -71,14 +71,40 @@ pub struct ReservationRequest<'a> {
     pub month_start_ms: i64,
 }
 
-#[derive(Debug, Default, FromRow)]
-struct WindowUsage {
-    tokens_day: i64,
-    tokens_week: i64,
-    spend_day: i64,
-    spend_week: i64,
-    spend_month: i64,
+/// What a key has used of each token and spend window (reservations at
+/// their estimate, settled requests at their real usage).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, FromRow)]
+pub struct WindowUsage {
+    pub tokens_day: i64,
+    pub tokens_week: i64,
+    pub spend_day: i64,
+    pub spend_week: i64,
+    pub spend_month: i64,
 }
+
+/// A key's current use of its windowed limits (the usage views).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyLimitUsage {
+    pub requests_last_minute: i64,
+    /// When the oldest request of the last minute was admitted (ms).
+    pub oldest_in_minute: Option<i64>,
+    pub windows: WindowUsage,
+}
+
+/// Requests a key was admitted in the rolling minute, and the oldest one.
+const REQUESTS_IN_MINUTE_SQL: &str =
+    "SELECT CAST(COUNT(*) AS BIGINT), MIN(reserved_at) FROM key_reservations
+    WHERE api_key_id = $1 AND reserved_at > $2";
+
+/// Token and spend use per window from the key's hourly buckets: $2 day
+/// start, $3 week start (hour), $4 month start, $5 oldest hour needed.
+const WINDOW_USAGE_SQL: &str = "SELECT
+        CAST(COALESCE(SUM(CASE WHEN hour_start >= $2 THEN tokens ELSE 0 END), 0) AS BIGINT) AS tokens_day,
+        CAST(COALESCE(SUM(CASE WHEN hour_start >= $3 THEN tokens ELSE 0 END), 0) AS BIGINT) AS tokens_week,
+        CAST(COALESCE(SUM(CASE WHEN hour_start >= $2 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS spend_day,
+        CAST(COALESCE(SUM(CASE WHEN hour_start >= $3 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS spend_week,
+        CAST(COALESCE(SUM(CASE WHEN hour_start >= $4 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS spend_month
+     FROM key_usage_hours WHERE api_key_id = $1 AND hour_start >= $5";
 
 /// Start of the hour containing `ms`.
 pub fn hour_floor(ms: i64) -> i64 {
@@ -153,22 +179,14 @@ impl Store {
                 return Err(StoreError::NotFound("API key"));
             }
             let (requests_minute, oldest_in_minute): (i64, Option<i64>) = if policy.max_requests_per_minute.is_some() {
-                sqlx::query_as(
-                    "SELECT CAST(COUNT(*) AS BIGINT), MIN(reserved_at) FROM key_reservations WHERE api_key_id = $1 AND reserved_at > $2")
+                sqlx::query_as(REQUESTS_IN_MINUTE_SQL)
                     .bind(r.api_key_id).bind(minute_start).fetch_one(&mut *tx).await?
             } else {
                 (0, None)
             };
             let usage: WindowUsage = if policy.has_token_or_spend_limits() {
                 let oldest = r.week_start_ms.min(r.month_start_ms).min(r.day_start_ms);
-                sqlx::query_as(
-                    "SELECT
-                        CAST(COALESCE(SUM(CASE WHEN hour_start >= $2 THEN tokens ELSE 0 END), 0) AS BIGINT) AS tokens_day,
-                        CAST(COALESCE(SUM(CASE WHEN hour_start >= $3 THEN tokens ELSE 0 END), 0) AS BIGINT) AS tokens_week,
-                        CAST(COALESCE(SUM(CASE WHEN hour_start >= $2 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS spend_day,
-                        CAST(COALESCE(SUM(CASE WHEN hour_start >= $3 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS spend_week,
-                        CAST(COALESCE(SUM(CASE WHEN hour_start >= $4 THEN cost_micros ELSE 0 END), 0) AS BIGINT) AS spend_month
-                     FROM key_usage_hours WHERE api_key_id = $1 AND hour_start >= $5")
+                sqlx::query_as(WINDOW_USAGE_SQL)
                     .bind(r.api_key_id).bind(r.day_start_ms).bind(hour_floor(r.week_start_ms)).bind(r.month_start_ms).bind(hour_floor(oldest))
                     .fetch_one(&mut *tx).await?
             } else {
@@ -208,6 +226,27 @@ impl Store {
                 .execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(Ok(()))
+        })
+    }
+
+    /// A key's current use of its windowed limits, without reserving.
+    pub async fn key_limit_usage(
+        &self,
+        api_key_id: &str,
+        now_ms: i64,
+        day_start_ms: i64,
+        week_start_ms: i64,
+        month_start_ms: i64,
+    ) -> StoreResult<KeyLimitUsage> {
+        let oldest = week_start_ms.min(month_start_ms).min(day_start_ms);
+        with_pool!(self, pool => {
+            let (requests_last_minute, oldest_in_minute): (i64, Option<i64>) = sqlx::query_as(REQUESTS_IN_MINUTE_SQL)
+                .bind(api_key_id).bind(now_ms - 60_000).fetch_one(pool).await?;
+            let windows: WindowUsage = sqlx::query_as(WINDOW_USAGE_SQL)
+                .bind(api_key_id).bind(day_start_ms).bind(hour_floor(week_start_ms)).bind(month_start_ms)
+                .bind(hour_floor(oldest))
+                .fetch_one(pool).await?;
+            Ok(KeyLimitUsage { requests_last_minute, oldest_in_minute, windows })
         })
     }
 

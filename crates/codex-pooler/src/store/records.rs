@@ -30,6 +30,12 @@ pub struct NewRequest {
     pub user_agent: Option<String>,
     pub request_metadata: String,
     pub estimated_cost_micros: Option<i64>,
+    /// The admission estimate (input + output tokens); `Some` for requests
+    /// that reserve capacity, which get a reservation ledger entry.
+    pub estimated_tokens: Option<i64>,
+    /// Whether a key reservation (windowed limits) was taken for it, which
+    /// its settlement then corrects.
+    pub window_reserved: bool,
 }
 
 /// An upstream attempt as it starts.
@@ -72,6 +78,8 @@ pub struct Settlement {
     pub settled_cost_micros: Option<i64>,
     pub pricing_status: Option<String>,
     pub actual_service_tier: Option<String>,
+    /// The pricing snapshot version that priced it.
+    pub pricing_version: Option<i64>,
 }
 
 /// The final state of an admitted request.
@@ -208,48 +216,341 @@ const REQUEST_LOG_COLUMNS: &str = "r.id, r.correlation_id, r.pool_id, p.name AS 
     r.reasoning_tokens, r.total_tokens, r.estimated_cost_micros, r.settled_cost_micros, r.pricing_status,
     r.client_request_id, r.user_agent, r.request_metadata";
 
-/// Settles a finished request: corrects its key reservation (and the hourly
-/// bucket it counted in) to the real usage, and writes the settlement ledger
-/// entry once.
+/// Whether a request status is final.
+fn is_terminal(status: &str) -> bool {
+    matches!(status, "succeeded" | "failed" | "rejected" | "cancelled")
+}
+
+/// Rollup deltas of the requests a batch inserted already finished, summed
+/// per bucket so the batch writes one upsert per bucket instead of two per
+/// request. Mirrors `rollup_request!` exactly (same buckets, same measures).
+#[derive(Default)]
+struct BatchRollups {
+    hourly: std::collections::HashMap<(String, String, i64), super::RollupMeasures>,
+    daily: std::collections::HashMap<(i64, String, String, String, String), super::RollupMeasures>,
+}
+
+impl BatchRollups {
+    fn add(&mut self, row: &NewRequest, attempt: Option<&NewAttempt>, end: Option<&RequestEnd>) {
+        let status = end.map_or(row.status.as_str(), |e| e.status);
+        let s = end.map(|e| &e.settlement);
+        let usage_status = s.map_or(row.usage_status.as_str(), |s| s.usage_status);
+        let count = |hit: bool| i64::from(hit);
+        let cost = s.and_then(|s| s.settled_cost_micros);
+        let delta = super::RollupMeasures {
+            request_count: 1,
+            succeeded_count: count(status == "succeeded"),
+            failed_count: count(status == "failed"),
+            rejected_count: count(status == "rejected"),
+            cancelled_count: count(status == "cancelled"),
+            usage_known_count: count(usage_status == "usage_known"),
+            metered_count: count(usage_status != "not_applicable"),
+            priced_count: count(cost.is_some()),
+            input_tokens: s.and_then(|s| s.input_tokens).unwrap_or(0),
+            cached_input_tokens: s.and_then(|s| s.cached_input_tokens).unwrap_or(0),
+            output_tokens: s.and_then(|s| s.output_tokens).unwrap_or(0),
+            reasoning_tokens: s.and_then(|s| s.reasoning_tokens).unwrap_or(0),
+            total_tokens: s.and_then(|s| s.total_tokens).unwrap_or(0),
+            settled_cost_micros: cost.unwrap_or(0),
+        };
+        let at = row.admitted_at;
+        let hour = at - at.rem_euclid(3_600_000);
+        let day = at - at.rem_euclid(86_400_000);
+        *self
+            .hourly
+            .entry((row.pool_id.clone(), row.requested_model.clone(), hour))
+            .or_default() += delta;
+        *self
+            .daily
+            .entry((
+                day,
+                row.pool_id.clone(),
+                row.api_key_id.clone().unwrap_or_default(),
+                attempt.map(|a| a.identity_id.clone()).unwrap_or_default(),
+                row.requested_model.clone(),
+            ))
+            .or_default() += delta;
+    }
+}
+
+/// The measure columns of both rollup tables, in `RollupMeasures` order.
+macro_rules! rollup_measure_columns {
+    () => {
+        "request_count, succeeded_count, failed_count, rejected_count, cancelled_count, usage_known_count, \
+         metered_count, priced_count, input_tokens, cached_input_tokens, output_tokens, reasoning_tokens, \
+         total_tokens, settled_cost_micros"
+    };
+}
+
+/// `ON CONFLICT … DO UPDATE SET` adding every incoming measure to `$table`'s.
+macro_rules! rollup_add_set {
+    ($table:literal) => {
+        concat!(
+            "request_count = ",
+            $table,
+            ".request_count + excluded.request_count, ",
+            "succeeded_count = ",
+            $table,
+            ".succeeded_count + excluded.succeeded_count, ",
+            "failed_count = ",
+            $table,
+            ".failed_count + excluded.failed_count, ",
+            "rejected_count = ",
+            $table,
+            ".rejected_count + excluded.rejected_count, ",
+            "cancelled_count = ",
+            $table,
+            ".cancelled_count + excluded.cancelled_count, ",
+            "usage_known_count = ",
+            $table,
+            ".usage_known_count + excluded.usage_known_count, ",
+            "metered_count = ",
+            $table,
+            ".metered_count + excluded.metered_count, ",
+            "priced_count = ",
+            $table,
+            ".priced_count + excluded.priced_count, ",
+            "input_tokens = ",
+            $table,
+            ".input_tokens + excluded.input_tokens, ",
+            "cached_input_tokens = ",
+            $table,
+            ".cached_input_tokens + excluded.cached_input_tokens, ",
+            "output_tokens = ",
+            $table,
+            ".output_tokens + excluded.output_tokens, ",
+            "reasoning_tokens = ",
+            $table,
+            ".reasoning_tokens + excluded.reasoning_tokens, ",
+            "total_tokens = ",
+            $table,
+            ".total_tokens + excluded.total_tokens, ",
+            "settled_cost_micros = ",
+            $table,
+            ".settled_cost_micros + excluded.settled_cost_micros"
+        )
+    };
+}
+
+/// Binds the fourteen measures of a `RollupMeasures`, in column order.
+macro_rules! bind_measures {
+    ($query:expr, $m:expr) => {{
+        let m: &super::RollupMeasures = $m;
+        $query
+            .bind(m.request_count)
+            .bind(m.succeeded_count)
+            .bind(m.failed_count)
+            .bind(m.rejected_count)
+            .bind(m.cancelled_count)
+            .bind(m.usage_known_count)
+            .bind(m.metered_count)
+            .bind(m.priced_count)
+            .bind(m.input_tokens)
+            .bind(m.cached_input_tokens)
+            .bind(m.output_tokens)
+            .bind(m.reasoning_tokens)
+            .bind(m.total_tokens)
+            .bind(m.settled_cost_micros)
+    }};
+}
+
+/// Adds (`$sign` = 1) or removes (`$sign` = -1) one finished request row
+/// to or from the hourly (Pool × model) and daily (Pool × key × account ×
+/// model) rollups, in the bucket of its admission time. A row still in
+/// progress adds nothing.
+macro_rules! rollup_request {
+    ($tx:expr, $request_id:expr, $sign:expr) => {{
+        let request_id: &str = $request_id;
+        let sign: i64 = $sign;
+        sqlx::query(concat!(
+            "INSERT INTO usage_hourly (pool_id, model, hour_start, request_count, succeeded_count, failed_count,
+                rejected_count, cancelled_count, usage_known_count, metered_count, priced_count, input_tokens, cached_input_tokens, output_tokens,
+                reasoning_tokens, total_tokens, settled_cost_micros)
+             SELECT pool_id, requested_model, admitted_at - (admitted_at % 3600000), CAST($2 AS BIGINT),
+                CASE WHEN status = 'succeeded' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN status = 'failed' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN status = 'rejected' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN status = 'cancelled' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN usage_status = 'usage_known' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN usage_status <> 'not_applicable' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN settled_cost_micros IS NOT NULL THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CAST($2 AS BIGINT) * COALESCE(input_tokens, 0), CAST($2 AS BIGINT) * COALESCE(cached_input_tokens, 0),
+                CAST($2 AS BIGINT) * COALESCE(output_tokens, 0), CAST($2 AS BIGINT) * COALESCE(reasoning_tokens, 0),
+                CAST($2 AS BIGINT) * COALESCE(total_tokens, 0), CAST($2 AS BIGINT) * COALESCE(settled_cost_micros, 0)
+             FROM requests WHERE id = $1 AND status IN ('succeeded', 'failed', 'rejected', 'cancelled')
+             ON CONFLICT (pool_id, model, hour_start) DO UPDATE SET ", rollup_add_set!("usage_hourly")
+        ))
+        .bind(request_id).bind(sign)
+        .execute(&mut *$tx).await?;
+        sqlx::query(concat!(
+            "INSERT INTO usage_daily (day_start, pool_id, api_key_id, identity_id, model, request_count, succeeded_count,
+                failed_count, rejected_count, cancelled_count, usage_known_count, metered_count, priced_count, input_tokens, cached_input_tokens,
+                output_tokens, reasoning_tokens, total_tokens, settled_cost_micros)
+             SELECT admitted_at - (admitted_at % 86400000), pool_id, COALESCE(api_key_id, ''),
+                COALESCE(upstream_identity_id, ''), requested_model, CAST($2 AS BIGINT),
+                CASE WHEN status = 'succeeded' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN status = 'failed' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN status = 'rejected' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN status = 'cancelled' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN usage_status = 'usage_known' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN usage_status <> 'not_applicable' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN settled_cost_micros IS NOT NULL THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CAST($2 AS BIGINT) * COALESCE(input_tokens, 0), CAST($2 AS BIGINT) * COALESCE(cached_input_tokens, 0),
+                CAST($2 AS BIGINT) * COALESCE(output_tokens, 0), CAST($2 AS BIGINT) * COALESCE(reasoning_tokens, 0),
+                CAST($2 AS BIGINT) * COALESCE(total_tokens, 0), CAST($2 AS BIGINT) * COALESCE(settled_cost_micros, 0)
+             FROM requests WHERE id = $1 AND status IN ('succeeded', 'failed', 'rejected', 'cancelled')
+             ON CONFLICT (day_start, pool_id, api_key_id, identity_id, model) DO UPDATE SET ", rollup_add_set!("usage_daily")
+        ))
+        .bind(request_id).bind(sign)
+        .execute(&mut *$tx).await?;
+    }};
+}
+
+/// Writes the reservation ledger entry of a request admitted with an estimate.
+macro_rules! reserve_in_ledger {
+    ($tx:expr, $r:expr) => {{
+        let r: &NewRequest = $r;
+        if let Some(tokens) = r.estimated_tokens {
+            sqlx::query(
+                "INSERT INTO ledger_entries (id, request_id, entry_kind, source_event_id, usage_status, estimated_tokens,
+                    estimated_cost_micros, occurred_at)
+                 VALUES ($1, $2, 'reservation', $3, 'usage_pending', $4, $5, $6)
+                 ON CONFLICT (source_event_id) DO NOTHING",
+            )
+            .bind(crate::time::new_id()).bind(&r.id).bind(format!("request:{}:reservation", r.id))
+            .bind(tokens).bind(r.estimated_cost_micros).bind(r.admitted_at)
+            .execute(&mut *$tx).await?;
+        }
+    }};
+}
+
+/// Settles a finished request, once (the settlement's event id is unique):
+/// writes the settlement ledger entry — and a release of the reservation
+/// when no usage is known — and corrects its key reservation (and the hourly
+/// bucket it counted in) to the real usage. Evaluates to whether it settled
+/// now; the caller then adds the row to the rollups.
 macro_rules! settle_request {
-    ($tx:expr, $e:expr) => {{
+    ($tx:expr, $e:expr, $window_reserved:expr) => {{
         let e = $e;
         let s = &e.settlement;
-        sqlx::query(
-            "UPDATE key_usage_hours SET
-                tokens = tokens + $2 - (SELECT r.estimated_tokens FROM key_reservations r WHERE r.request_id = $1),
-                cost_micros = cost_micros + $3 - (SELECT r.estimated_cost_micros FROM key_reservations r WHERE r.request_id = $1)
-             WHERE api_key_id = (SELECT r.api_key_id FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'reserved')
-               AND hour_start = (SELECT r.hour_start FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'reserved')",
-        )
-        .bind(&e.request_id).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
-        .execute(&mut *$tx).await?;
-        sqlx::query(
-            "UPDATE key_reservations SET state = CASE WHEN $2 = 'usage_known' THEN 'settled' ELSE 'released' END,
-                settled_tokens = $3, settled_cost_micros = $4 WHERE request_id = $1 AND state = 'reserved'",
-        )
-        .bind(&e.request_id).bind(s.usage_status).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
-        .execute(&mut *$tx).await?;
-        sqlx::query(
+        let settled = sqlx::query(
             "INSERT INTO ledger_entries (id, request_id, entry_kind, source_event_id, usage_status, input_tokens,
                 cached_input_tokens, output_tokens, reasoning_tokens, total_tokens, settled_cost_micros,
-                pricing_status, occurred_at)
-             VALUES ($1, $2, 'settlement', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                pricing_status, pricing_version, occurred_at)
+             VALUES ($1, $2, 'settlement', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (source_event_id) DO NOTHING",
         )
         .bind(crate::time::new_id()).bind(&e.request_id).bind(format!("request:{}:settlement", e.request_id))
         .bind(s.usage_status).bind(s.input_tokens).bind(s.cached_input_tokens).bind(s.output_tokens)
         .bind(s.reasoning_tokens).bind(s.total_tokens).bind(s.settled_cost_micros)
-        .bind(s.pricing_status.as_deref()).bind(e.completed_at)
-        .execute(&mut *$tx).await?;
+        .bind(s.pricing_status.as_deref()).bind(s.pricing_version).bind(e.completed_at)
+        .execute(&mut *$tx).await?
+        .rows_affected();
+        if settled == 1 && $window_reserved {
+            sqlx::query(
+                "UPDATE key_usage_hours SET
+                    tokens = tokens + $2 - (SELECT r.estimated_tokens FROM key_reservations r WHERE r.request_id = $1),
+                    cost_micros = cost_micros + $3 - (SELECT r.estimated_cost_micros FROM key_reservations r WHERE r.request_id = $1)
+                 WHERE api_key_id = (SELECT r.api_key_id FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'reserved')
+                   AND hour_start = (SELECT r.hour_start FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'reserved')",
+            )
+            .bind(&e.request_id).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
+            .execute(&mut *$tx).await?;
+            sqlx::query(
+                "UPDATE key_reservations SET state = CASE WHEN $2 = 'usage_known' THEN 'settled' ELSE 'released' END,
+                    settled_tokens = $3, settled_cost_micros = $4 WHERE request_id = $1 AND state = 'reserved'",
+            )
+            .bind(&e.request_id).bind(s.usage_status).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
+            .execute(&mut *$tx).await?;
+        }
+        if settled == 1 {
+            if s.usage_status != "usage_known" {
+                sqlx::query(
+                    "INSERT INTO ledger_entries (id, request_id, entry_kind, source_event_id, usage_status, estimated_tokens,
+                        estimated_cost_micros, occurred_at)
+                     SELECT $1, request_id, 'release', $3, $4, estimated_tokens, estimated_cost_micros, $5
+                     FROM ledger_entries WHERE source_event_id = $2
+                     ON CONFLICT (source_event_id) DO NOTHING",
+                )
+                .bind(crate::time::new_id()).bind(format!("request:{}:reservation", e.request_id))
+                .bind(format!("request:{}:release", e.request_id)).bind(s.usage_status).bind(e.completed_at)
+                .execute(&mut *$tx).await?;
+            }
+        }
+        settled == 1
+    }};
+}
+
+/// A usage-known settlement arriving for a row already closed without usage
+/// (e.g. recovered as orphaned while it was still running) replaces the
+/// usage-unknown one: the old settlement is voided, the row takes the real
+/// usage and outcome, the key's hourly bucket and the rollups move by the
+/// difference. Anything else arriving late is ignored.
+macro_rules! replace_unknown_settlement {
+    ($tx:expr, $e:expr) => {{
+        let e: &RequestEnd = $e;
+        let s = &e.settlement;
+        let replaceable: Option<(String,)> = if s.usage_status == "usage_known" {
+            sqlx::query_as("SELECT id FROM requests WHERE id = $1 AND usage_status = 'usage_unknown'
+                    AND status IN ('succeeded', 'failed', 'cancelled')")
+                .bind(&e.request_id).fetch_optional(&mut *$tx).await?
+        } else {
+            None
+        };
+        if replaceable.is_some() {
+            rollup_request!($tx, &e.request_id, -1);
+            sqlx::query(
+                "UPDATE ledger_entries SET amount_status = 'voided'
+                 WHERE request_id = $1 AND entry_kind = 'settlement' AND amount_status = 'recorded'",
+            )
+            .bind(&e.request_id).execute(&mut *$tx).await?;
+            sqlx::query(
+                "INSERT INTO ledger_entries (id, request_id, entry_kind, source_event_id, usage_status, input_tokens,
+                    cached_input_tokens, output_tokens, reasoning_tokens, total_tokens, settled_cost_micros,
+                    pricing_status, pricing_version, occurred_at)
+                 VALUES ($1, $2, 'settlement', $3, 'usage_known', $4, $5, $6, $7, $8, $9, $10, $11, $12)
+                 ON CONFLICT (source_event_id) DO NOTHING",
+            )
+            .bind(crate::time::new_id()).bind(&e.request_id).bind(format!("request:{}:settlement:usage_known", e.request_id))
+            .bind(s.input_tokens).bind(s.cached_input_tokens).bind(s.output_tokens)
+            .bind(s.reasoning_tokens).bind(s.total_tokens).bind(s.settled_cost_micros)
+            .bind(s.pricing_status.as_deref()).bind(s.pricing_version).bind(e.completed_at)
+            .execute(&mut *$tx).await?;
+            sqlx::query(
+                "UPDATE requests SET status = $2, usage_status = 'usage_known', response_status_code = $3,
+                    last_error_code = $4, input_tokens = $5, cached_input_tokens = $6, output_tokens = $7,
+                    reasoning_tokens = $8, total_tokens = $9, settled_cost_micros = $10, pricing_status = $11
+                 WHERE id = $1",
+            )
+            .bind(&e.request_id).bind(e.status).bind(e.response_status_code).bind(e.last_error_code.as_deref())
+            .bind(s.input_tokens).bind(s.cached_input_tokens).bind(s.output_tokens).bind(s.reasoning_tokens)
+            .bind(s.total_tokens).bind(s.settled_cost_micros).bind(s.pricing_status.as_deref())
+            .execute(&mut *$tx).await?;
+            sqlx::query(
+                "UPDATE key_usage_hours SET
+                    tokens = tokens + $2 - (SELECT COALESCE(r.settled_tokens, 0) FROM key_reservations r WHERE r.request_id = $1),
+                    cost_micros = cost_micros + $3 - (SELECT COALESCE(r.settled_cost_micros, 0) FROM key_reservations r WHERE r.request_id = $1)
+                 WHERE api_key_id = (SELECT r.api_key_id FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'released')
+                   AND hour_start = (SELECT r.hour_start FROM key_reservations r WHERE r.request_id = $1 AND r.state = 'released')",
+            )
+            .bind(&e.request_id).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
+            .execute(&mut *$tx).await?;
+            sqlx::query(
+                "UPDATE key_reservations SET state = 'settled', settled_tokens = $2, settled_cost_micros = $3
+                 WHERE request_id = $1 AND state = 'released'",
+            )
+            .bind(&e.request_id).bind(s.total_tokens.unwrap_or(0)).bind(s.settled_cost_micros.unwrap_or(0))
+            .execute(&mut *$tx).await?;
+            rollup_request!($tx, &e.request_id, 1);
+        }
     }};
 }
 
 macro_rules! apply_event {
-    ($tx:expr, $event:expr, $instance:expr) => {
+    ($tx:expr, $event:expr, $instance:expr, $rollups:expr) => {
         match $event {
             RecordEvent::Request(r) => {
-                sqlx::query(
+                let inserted = sqlx::query(
                     "INSERT INTO requests (id, correlation_id, pool_id, api_key_id, api_key_prefix, api_key_label, endpoint, transport,
                         status, usage_status, requested_model, reasoning_effort, service_tier, admitted_at, completed_at,
                         response_status_code, last_error_code, client_request_id, user_agent, request_metadata, estimated_cost_micros,
@@ -263,7 +564,14 @@ macro_rules! apply_event {
                 .bind(r.service_tier.as_deref()).bind(r.admitted_at).bind(r.completed_at).bind(r.response_status_code)
                 .bind(r.last_error_code.as_deref()).bind(r.client_request_id.as_deref()).bind(r.user_agent.as_deref())
                 .bind(&r.request_metadata).bind(r.estimated_cost_micros).bind($instance)
-                .execute(&mut *$tx).await?;
+                .execute(&mut *$tx).await?
+                .rows_affected();
+                if inserted == 1 {
+                    reserve_in_ledger!($tx, r.as_ref());
+                    if is_terminal(&r.status) {
+                        $rollups.add(r, None, None);
+                    }
+                }
             }
             RecordEvent::AttemptStarted(a) => {
                 sqlx::query(
@@ -310,7 +618,11 @@ macro_rules! apply_event {
                 .execute(&mut *$tx).await?
                 .rows_affected();
                 if updated == 1 {
-                    settle_request!($tx, e);
+                    if settle_request!($tx, e, true) {
+                        rollup_request!($tx, &e.request_id, 1);
+                    }
+                } else {
+                    replace_unknown_settlement!($tx, e.as_ref());
                 }
             }
             RecordEvent::Quota(q) => {
@@ -349,7 +661,12 @@ enum WriteOp<'a> {
         start: &'a NewAttempt,
         end: &'a AttemptEnd,
     },
-    Ledger(&'a RequestEnd),
+    /// The settlement of a request inserted by the same batch.
+    Ledger {
+        end: &'a RequestEnd,
+        row: &'a NewRequest,
+        attempt: Option<&'a NewAttempt>,
+    },
 }
 
 fn coalesce(events: &[RecordEvent]) -> Vec<WriteOp<'_>> {
@@ -401,8 +718,18 @@ fn coalesce(events: &[RecordEvent]) -> Vec<WriteOp<'_>> {
                 }
             }
             RecordEvent::AttemptEnded(a) if merged_attempts.contains(a.id.as_str()) => {}
-            RecordEvent::RequestEnded(r) if request_at.contains_key(r.request_id.as_str()) => {
-                ops.push(WriteOp::Ledger(r));
+            RecordEvent::RequestEnded(r) => {
+                if let Some(RecordEvent::Request(row)) =
+                    request_at.get(r.request_id.as_str()).map(|&i| &events[i])
+                {
+                    ops.push(WriteOp::Ledger {
+                        end: r,
+                        row,
+                        attempt: latest_attempt.get(r.request_id.as_str()).copied(),
+                    });
+                } else {
+                    ops.push(WriteOp::Event(e));
+                }
             }
             other => ops.push(WriteOp::Event(other)),
         }
@@ -411,14 +738,14 @@ fn coalesce(events: &[RecordEvent]) -> Vec<WriteOp<'_>> {
 }
 
 macro_rules! apply_op {
-    ($tx:expr, $op:expr, $instance:expr) => {
+    ($tx:expr, $op:expr, $instance:expr, $rollups:expr) => {
         match $op {
-            WriteOp::Event(event) => apply_event!($tx, *event, $instance),
+            WriteOp::Event(event) => apply_event!($tx, *event, $instance, $rollups),
             WriteOp::InsertRequest { row: r, attempt, end } => {
                 let s = end.map(|e| &e.settlement);
                 let status = end.map_or(r.status.as_str(), |e| e.status);
                 let usage_status = s.map_or(r.usage_status.as_str(), |s| s.usage_status);
-                sqlx::query(
+                let inserted = sqlx::query(
                     "INSERT INTO requests (id, correlation_id, pool_id, api_key_id, api_key_prefix, api_key_label, endpoint, transport,
                         status, usage_status, requested_model, reasoning_effort, service_tier, admitted_at, completed_at,
                         response_status_code, last_error_code, client_request_id, user_agent, request_metadata, estimated_cost_micros,
@@ -446,7 +773,15 @@ macro_rules! apply_op {
                 .bind(s.and_then(|s| s.output_tokens)).bind(s.and_then(|s| s.reasoning_tokens))
                 .bind(s.and_then(|s| s.total_tokens)).bind(s.and_then(|s| s.settled_cost_micros))
                 .bind(s.and_then(|s| s.pricing_status.as_deref())).bind($instance)
-                .execute(&mut *$tx).await?;
+                .execute(&mut *$tx).await?
+                .rows_affected();
+                if inserted == 1 {
+                    reserve_in_ledger!($tx, *r);
+                    if end.is_none() && is_terminal(&r.status) {
+                        // Rejected outright; an ended request is added by its settlement.
+                        $rollups.add(r, None, None);
+                    }
+                }
             }
             WriteOp::InsertAttempt { start: a, end: e } => {
                 sqlx::query(
@@ -459,7 +794,11 @@ macro_rules! apply_op {
                 .bind(e.error_message.as_deref()).bind(e.upstream_request_id.as_deref()).bind(e.completed_at).bind(e.latency_ms)
                 .execute(&mut *$tx).await?;
             }
-            WriteOp::Ledger(e) => settle_request!($tx, e),
+            WriteOp::Ledger { end, row, attempt } => {
+                if settle_request!($tx, *end, row.window_reserved) {
+                    $rollups.add(row, *attempt, Some(*end));
+                }
+            }
         }
     };
 }
@@ -473,10 +812,29 @@ impl Store {
         instance_id: &str,
     ) -> StoreResult<()> {
         let ops = coalesce(events);
+        let mut rollups = BatchRollups::default();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for op in &ops {
-                apply_op!(tx, op, instance_id);
+                apply_op!(tx, op, instance_id, rollups);
+            }
+            for ((pool_id, model, hour_start), m) in &rollups.hourly {
+                let q = sqlx::query(concat!(
+                    "INSERT INTO usage_hourly (pool_id, model, hour_start, ", rollup_measure_columns!(), ")
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
+                     ON CONFLICT (pool_id, model, hour_start) DO UPDATE SET ", rollup_add_set!("usage_hourly")
+                ))
+                .bind(pool_id).bind(model).bind(hour_start);
+                bind_measures!(q, m).execute(&mut *tx).await?;
+            }
+            for ((day_start, pool_id, api_key_id, identity_id, model), m) in &rollups.daily {
+                let q = sqlx::query(concat!(
+                    "INSERT INTO usage_daily (day_start, pool_id, api_key_id, identity_id, model, ", rollup_measure_columns!(), ")
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)
+                     ON CONFLICT (day_start, pool_id, api_key_id, identity_id, model) DO UPDATE SET ", rollup_add_set!("usage_daily")
+                ))
+                .bind(day_start).bind(pool_id).bind(api_key_id).bind(identity_id).bind(model);
+                bind_measures!(q, m).execute(&mut *tx).await?;
             }
             tx.commit().await?;
             Ok(())
@@ -518,53 +876,96 @@ impl Store {
         before: Option<&RequestCursor>,
         scope_operator: Option<&str>,
     ) -> StoreResult<Vec<RequestLogRow>> {
+        let sqlite = matches!(self, Store::Sqlite(_));
+        // An admin's Pools are resolved first: a Pool filter outside them
+        // matches nothing, and inside them needs no further scope.
+        let scope_pools: Option<Vec<String>> = match scope_operator {
+            None => None,
+            Some(op) => {
+                let pools: Vec<(String,)> = with_pool!(self, pool => sqlx::query_as(
+                    "SELECT pool_id FROM operator_pools WHERE operator_id = $1 ORDER BY pool_id")
+                    .bind(op).fetch_all(pool).await)?;
+                let pools: Vec<String> = pools.into_iter().map(|(p,)| p).collect();
+                match &filter.pool_id {
+                    Some(wanted) if !pools.contains(wanted) => return Ok(Vec::new()),
+                    Some(_) => None,
+                    None if pools.is_empty() => return Ok(Vec::new()),
+                    None => Some(pools),
+                }
+            }
+        };
         let head = format!(
             "SELECT {REQUEST_LOG_COLUMNS} FROM requests r LEFT JOIN pools p ON p.id = r.pool_id WHERE 1 = 1"
         );
+        // With an id filter the id lookup is the selective part: on SQLite the
+        // other columns are compared with a unary `+` so the planner does not
+        // walk one of their indexes instead.
+        let plain = if sqlite && filter.request_id.is_some() {
+            " AND +"
+        } else {
+            " AND "
+        };
         with_pool!(self, pool => {
             let mut q = sqlx::QueryBuilder::new(head);
-            if let Some(op) = scope_operator {
-                q.push(" AND r.pool_id IN (SELECT op.pool_id FROM operator_pools op WHERE op.operator_id = ").push_bind(op).push(")");
+            if let Some(pools) = &scope_pools {
+                // On SQLite the unary `+` keeps the planner on the admission-time
+                // index (newest first, stop at the page) instead of sorting every
+                // row of the admin's Pools.
+                q.push(if sqlite { " AND +r.pool_id IN (" } else { " AND r.pool_id IN (" });
+                let mut list = q.separated(", ");
+                for p in pools {
+                    list.push_bind(p.clone());
+                }
+                q.push(")");
             }
             if let Some(c) = before {
                 q.push(" AND (r.admitted_at < ").push_bind(c.admitted_at)
                     .push(" OR (r.admitted_at = ").push_bind(c.admitted_at).push(" AND r.id < ").push_bind(c.id.clone()).push("))");
             }
             if let Some(v) = &filter.pool_id {
-                q.push(" AND r.pool_id = ").push_bind(v.clone());
+                q.push(plain).push("r.pool_id = ").push_bind(v.clone());
             }
             if let Some(v) = &filter.status {
-                q.push(" AND r.status = ").push_bind(v.clone());
+                q.push(plain).push("r.status = ").push_bind(v.clone());
             }
             if let Some(v) = &filter.upstream_identity_id {
-                q.push(" AND r.upstream_identity_id = ").push_bind(v.clone());
+                q.push(plain).push("r.upstream_identity_id = ").push_bind(v.clone());
             }
             if let Some(v) = &filter.model {
-                q.push(" AND r.requested_model = ").push_bind(v.clone());
+                q.push(plain).push("r.requested_model = ").push_bind(v.clone());
             }
             if let Some(v) = &filter.api_key {
-                q.push(" AND (r.api_key_prefix = ").push_bind(v.clone())
+                // The key's safe prefix, or its label (as recorded on the row).
+                q.push(" AND (r.api_key_id IN (SELECT k.id FROM api_keys k WHERE k.key_prefix = ").push_bind(v.clone())
+                    .push(" OR LOWER(k.display_name) = LOWER(").push_bind(v.clone()).push("))")
                     .push(" OR LOWER(r.api_key_label) = LOWER(").push_bind(v.clone()).push("))");
             }
             if let Some(v) = &filter.request_id {
-                // A full id matches exactly; a fragment matches as a substring
-                // of the row id, the correlation id or the client's request id.
-                // The value is validated to `[A-Za-z0-9._:-]`; `_` is a LIKE wildcard, so escape it.
-                let like = format!("%{}%", v.replace('_', "\\_"));
+                // A whole id matches exactly (row, correlation or client request
+                // id); a fragment matches as a substring of the row id or the
+                // client's request id, through a trigram index (SQLite FTS5,
+                // PostgreSQL pg_trgm). The value is validated to `[A-Za-z0-9._:-]`.
                 q.push(" AND (r.id = ").push_bind(v.clone())
                     .push(" OR r.correlation_id = ").push_bind(v.clone())
                     .push(" OR r.client_request_id = ").push_bind(v.clone());
                 if v.len() < 36 {
-                    q.push(" OR r.id LIKE ").push_bind(like.clone()).push(" ESCAPE '\\'")
-                        .push(" OR r.client_request_id LIKE ").push_bind(like).push(" ESCAPE '\\'");
+                    if sqlite && v.len() >= 3 {
+                        q.push(" OR r.rowid IN (SELECT rowid FROM request_id_search WHERE request_id_search MATCH ")
+                            .push_bind(format!("{{id client_request_id}} : \"{v}\"")).push(")");
+                    } else {
+                        // `_` is a LIKE wildcard, so escape it.
+                        let like = format!("%{}%", v.replace('_', "\\_"));
+                        q.push(" OR r.id LIKE ").push_bind(like.clone()).push(" ESCAPE '\\'")
+                            .push(" OR r.client_request_id LIKE ").push_bind(like).push(" ESCAPE '\\'");
+                    }
                 }
                 q.push(")");
             }
             if let Some(v) = filter.admitted_from {
-                q.push(" AND r.admitted_at >= ").push_bind(v);
+                q.push(plain).push("r.admitted_at >= ").push_bind(v);
             }
             if let Some(v) = filter.admitted_before {
-                q.push(" AND r.admitted_at < ").push_bind(v);
+                q.push(plain).push("r.admitted_at < ").push_bind(v);
             }
             q.push(" ORDER BY r.admitted_at DESC, r.id DESC LIMIT ").push_bind(limit);
             Ok(q.build_query_as::<RequestLogRow>().fetch_all(pool).await?)
@@ -595,21 +996,107 @@ impl Store {
         Ok(Some((row, attempts)))
     }
 
+    /// Deletes up to `batch` finished request rows admitted before
+    /// `cutoff_ms`, oldest first; their attempts and ledger entries go with
+    /// them (the rollups keep their totals). Returns how many were deleted.
+    pub async fn prune_request_logs(&self, cutoff_ms: i64, batch: i64) -> StoreResult<u64> {
+        Ok(with_pool!(self, pool => sqlx::query(
+            "DELETE FROM requests WHERE id IN (
+                SELECT id FROM requests
+                WHERE admitted_at < $1 AND status IN ('succeeded', 'failed', 'rejected', 'cancelled')
+                ORDER BY admitted_at LIMIT $2)")
+            .bind(cutoff_ms).bind(batch).execute(pool).await.map(|r| r.rows_affected()))?)
+    }
+
+    /// Deletes key reservations and hourly key buckets no limit window can
+    /// reach any more (reservations older than `reservations_before_ms`,
+    /// buckets older than `buckets_before_ms`), at most `batch` of each.
+    pub async fn prune_key_windows(
+        &self,
+        reservations_before_ms: i64,
+        buckets_before_ms: i64,
+        batch: i64,
+    ) -> StoreResult<u64> {
+        with_pool!(self, pool => {
+            let reservations = sqlx::query(
+                "DELETE FROM key_reservations WHERE request_id IN (
+                    SELECT request_id FROM key_reservations WHERE reserved_at < $1 AND state <> 'reserved' LIMIT $2)")
+                .bind(reservations_before_ms).bind(batch).execute(pool).await?.rows_affected();
+            let buckets = sqlx::query(
+                "DELETE FROM key_usage_hours WHERE hour_start < $1")
+                .bind(buckets_before_ms).execute(pool).await?.rows_affected();
+            Ok(reservations + buckets)
+        })
+    }
+
     /// Number of settlement ledger entries for a request (tests: no double counting).
     pub async fn count_settlements(&self, request_id: &str) -> StoreResult<i64> {
         let row: (i64,) = with_pool!(self, pool => sqlx::query_as(
-            "SELECT COUNT(*) FROM ledger_entries WHERE request_id = $1 AND entry_kind = 'settlement'")
+            "SELECT COUNT(*) FROM ledger_entries WHERE request_id = $1 AND entry_kind = 'settlement' AND amount_status = 'recorded'")
             .bind(request_id).fetch_one(pool).await)?;
         Ok(row.0)
     }
 
-    /// Closes requests left in progress (e.g. by a crash) as failed; returns how many.
-    pub async fn recover_stale_requests(&self, admitted_before: i64) -> StoreResult<u64> {
+    /// Fails requests (and their open attempts) left in progress by instances
+    /// whose last heartbeat is older than `stale_before_ms`, or that stopped,
+    /// and settles them like any failure without usage: the reservation is
+    /// released, a usage-unknown settlement recorded, the rollups updated.
+    /// Returns how many requests were recovered.
+    pub async fn recover_orphaned_requests(
+        &self,
+        own_instance: &str,
+        stale_before_ms: i64,
+    ) -> StoreResult<u64> {
         let now = crate::time::now_ms();
-        Ok(with_pool!(self, pool => sqlx::query(
-            "UPDATE requests SET status = 'failed', usage_status = CASE WHEN usage_status = 'usage_pending' THEN 'usage_unknown' ELSE usage_status END,
-                last_error_code = 'stale_reservation_recovered', response_status_code = 499, completed_at = $2
-             WHERE status IN ('accepted', 'in_progress') AND admitted_at < $1")
-            .bind(admitted_before).bind(now).execute(pool).await.map(|r| r.rows_affected()))?)
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let orphans: Vec<(String,)> = sqlx::query_as(
+                "SELECT r.id FROM requests r
+                 WHERE r.status IN ('accepted', 'in_progress') AND COALESCE(r.instance_id, '') <> $1
+                   AND NOT EXISTS (SELECT 1 FROM gateway_instances g
+                                   WHERE g.id = r.instance_id AND g.heartbeat_at >= $2 AND g.stopped_at IS NULL)
+                 LIMIT 500")
+                .bind(own_instance).bind(stale_before_ms)
+                .fetch_all(&mut *tx).await?;
+            let mut recovered = 0;
+            for (id,) in &orphans {
+                sqlx::query(
+                    "UPDATE attempts SET status = 'failed', error_code = 'stale_reservation_recovered',
+                        error_message = 'gateway instance stopped before the attempt finished', completed_at = $2
+                     WHERE status = 'in_progress' AND request_id = $1")
+                    .bind(id).bind(now)
+                    .execute(&mut *tx).await?;
+                let updated = sqlx::query(
+                    "UPDATE requests SET status = 'failed',
+                        usage_status = CASE WHEN usage_status = 'usage_pending' THEN 'usage_unknown' ELSE usage_status END,
+                        last_error_code = 'stale_reservation_recovered', response_status_code = 499, completed_at = $2
+                     WHERE id = $1 AND status IN ('accepted', 'in_progress')")
+                    .bind(id).bind(now)
+                    .execute(&mut *tx).await?
+                    .rows_affected();
+                if updated == 1 {
+                    recovered += 1;
+                    let end = RequestEnd {
+                        request_id: id.clone(),
+                        status: "failed",
+                        response_status_code: Some(499),
+                        retry_count: 0,
+                        last_error_code: Some("stale_reservation_recovered".into()),
+                        completed_at: now,
+                        routing_ms: None,
+                        upstream_ms: None,
+                        first_byte_ms: None,
+                        total_ms: 0,
+                        settlement: Settlement { usage_status: "usage_unknown", ..Settlement::default() },
+                        metadata_patch: None,
+                    };
+                    if settle_request!(tx, &end, true) {
+                        rollup_request!(tx, &end.request_id, 1);
+                    }
+                }
+            }
+            tx.commit().await?;
+            Ok(recovered)
+        })
     }
 }

@@ -620,11 +620,29 @@ async fn csrf_refusals(backend: Backend) {
         .await
         .expect("get");
     assert_eq!(r.status(), 401);
-    // The request-log API is unchanged: operator token only.
+    // The request-log API reads with the session too (the page's live
+    // updates), but never for another site's page.
     let r = h
         .http
         .get(h.url("/admin/api/request-logs"))
         .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 200);
+    let r = h
+        .http
+        .get(h.url("/admin/api/request-logs"))
+        .header("cookie", &cookie)
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 401);
+    let r = h
+        .http
+        .get(h.url("/admin/api/request-logs"))
+        .header("cookie", "cxp_session=not-a-session")
         .send()
         .await
         .expect("get");
@@ -1206,3 +1224,1749 @@ on_both_backends!(
     request_logs_export,
     request_logs_export_streams_the_filtered_set
 );
+
+/// Two Pools with traffic, and an admin assigned to the first (the demo Pool)
+/// only: the fixture of the dropdown tests here and of the browser test.
+pub struct TwoPools {
+    /// The demo Pool's rows: a success (client request id `two-pools-corr-1`),
+    /// a failure after content, and a rejection of a paused key.
+    pub ok_id: String,
+    pub failed_id: String,
+    pub rejected_id: String,
+    /// The paused demo key's safe prefix (what the rejected row shows).
+    pub paused_prefix: String,
+    /// Labels of the demo Pool's accounts.
+    pub demo_accounts: Vec<(String, String)>,
+    pub second_pool_id: String,
+    pub second_identity_id: String,
+    pub second_row_id: String,
+    /// A working key of the second Pool.
+    pub second_key: String,
+    pub admin_email: String,
+    pub admin_password: String,
+}
+
+/// The second Pool's name, account label and email, and the model only it uses.
+pub const SECOND_POOL: &str = "Second Pool";
+pub const SECOND_ACCOUNT: &str = "second-only account";
+pub const SECOND_EMAIL: &str = "second-only@sim.test";
+pub const SECOND_MODEL: &str = "gpt-5.4-mini";
+
+fn request_id_of(r: &reqwest::Response) -> String {
+    r.headers()["x-codex-pooler-request-id"]
+        .to_str()
+        .expect("request id header")
+        .to_owned()
+}
+
+pub async fn two_pools(h: &Harness) -> TwoPools {
+    let rt = &h.app.runtime;
+    let actor = AuditActor::cli();
+    // The second Pool: its own account, key and model.
+    let second = rt
+        .store
+        .create_pool(&actor, "second", SECOND_POOL)
+        .await
+        .expect("pool");
+    let account = h.sim.create_account(AccountSpec {
+        email: Some(SECOND_EMAIL.into()),
+        plan_type: Some("team".into()),
+        ..AccountSpec::default()
+    });
+    let auth = h.sim.auth_json(&account.account_id).expect("auth.json");
+    let mut parsed =
+        control::parse_auth_json(&auth.to_string(), Some(SECOND_ACCOUNT)).expect("parse");
+    parsed.identity.base_url = Some(h.sim.base_url());
+    parsed.identity.auth_base_url = Some(h.sim.base_url());
+    let imported =
+        control::import_auth_json(&rt.store, &rt.secret_box, &actor, &second.id, &parsed)
+            .await
+            .expect("import");
+    let (_, second_key) =
+        control::create_api_key(&rt.store, &actor, &second.id, "second key", None, None)
+            .await
+            .expect("key");
+    let (paused_id, paused) =
+        control::create_api_key(&rt.store, &actor, &h.info.pool_id, "paused key", None, None)
+            .await
+            .expect("key");
+    rt.store
+        .set_api_key_status(&actor, &paused_id, "paused")
+        .await
+        .expect("pause");
+    rt.invalidate_caches();
+    rt.sync_pool_catalog(&second.id).await.expect("catalog");
+
+    // Demo Pool: a success, a failure, a rejection.
+    let r = h
+        .http
+        .post(h.url("/backend-api/codex/responses"))
+        .bearer_auth(&h.info.api_key)
+        .header("x-request-id", "two-pools-corr-1")
+        .json(&text_request("ok", "two-pools-1"))
+        .send()
+        .await
+        .expect("sent");
+    let ok_id = request_id_of(&r);
+    let _ = r.text().await;
+    let first = h.account_order("two-pools-2").await[0].clone();
+    h.sim
+        .queue_scenario(&first, "failed_after_content", 1)
+        .expect("scenario");
+    let r = h.responses(&text_request("fails", "two-pools-2")).await;
+    let failed_id = request_id_of(&r);
+    let _ = r.text().await;
+    let r = h
+        .http
+        .post(h.url("/backend-api/codex/responses"))
+        .bearer_auth(&paused)
+        .json(&text_request("no", "two-pools-3"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 401);
+    // Second Pool: a success on its own model.
+    let mut body = text_request("second", "two-pools-4");
+    body["model"] = json!(SECOND_MODEL);
+    let r = h
+        .http
+        .post(h.url("/backend-api/codex/responses"))
+        .bearer_auth(&second_key)
+        .json(&body)
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(r.status(), 200);
+    let second_row_id = request_id_of(&r);
+    let _ = r.text().await;
+    // A rejection carries no request id header: find its row.
+    let rejected_id = h
+        .request_logs()
+        .await
+        .iter()
+        .find(|row| row["last_error_code"] == "api_key_paused")
+        .and_then(|row| row["id"].as_str())
+        .expect("the rejected row")
+        .to_owned();
+
+    let admin_email = "pool-admin@example.test".to_owned();
+    let admin_password = "a long pool admin password".to_owned();
+    let admin_id =
+        control::create_operator(&rt.store, &actor, &admin_email, &admin_password, "admin")
+            .await
+            .expect("admin");
+    rt.store
+        .assign_operator_pool(&actor, &admin_id, &h.info.pool_id)
+        .await
+        .expect("assign");
+    let demo_accounts = pool_json(h, &h.info.pool_id).await["upstreams"]
+        .as_array()
+        .expect("upstreams")
+        .iter()
+        .map(|u| {
+            (
+                u["identity_id"].as_str().expect("id").to_owned(),
+                u["label"].as_str().expect("label").to_owned(),
+            )
+        })
+        .collect();
+    TwoPools {
+        ok_id,
+        failed_id,
+        rejected_id,
+        paused_prefix: paused[..19].to_owned(),
+        demo_accounts,
+        second_pool_id: second.id,
+        second_identity_id: imported.identity_id,
+        second_row_id,
+        second_key,
+        admin_email,
+        admin_password,
+    }
+}
+
+/// `(value, text, selected)` of each option of the `<select name=…>`.
+fn options(body: &str, name: &str) -> Vec<(String, String, bool)> {
+    let start = body
+        .find(&format!("<select name=\"{name}\">"))
+        .unwrap_or_else(|| panic!("no select {name}"));
+    let end = start + body[start..].find("</select>").expect("select closes");
+    body[start..end]
+        .split("<option")
+        .skip(1)
+        .map(|o| {
+            let value = o
+                .split("value=\"")
+                .nth(1)
+                .and_then(|v| v.split('"').next())
+                .unwrap_or("")
+                .to_owned();
+            let (attrs, text) = o.split_once('>').expect("option text");
+            let text = text.split("</option>").next().unwrap_or("").to_owned();
+            (value, text, attrs.contains(" selected"))
+        })
+        .collect()
+}
+
+fn values(opts: &[(String, String, bool)]) -> Vec<String> {
+    opts.iter()
+        .map(|(v, _, _)| v.clone())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+async fn request_log_dropdowns(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let t = two_pools(&h).await;
+    let demo_ids: Vec<&str> = t.demo_accounts.iter().map(|(id, _)| id.as_str()).collect();
+    let owner = Browser::login(&h, &h.info.admin_email, &h.info.admin_password).await;
+
+    // The owner is offered every Pool's accounts and models.
+    let page = owner.get("/admin/request-logs").await;
+    assert_eq!(page.status, StatusCode::OK);
+    let accounts = options(&page.body, "upstream_identity_id");
+    let mut all: Vec<&str> = demo_ids.clone();
+    all.push(&t.second_identity_id);
+    all.sort_unstable();
+    let mut offered = values(&accounts);
+    offered.sort_unstable();
+    assert_eq!(offered, all, "{accounts:?}");
+    assert!(
+        accounts
+            .iter()
+            .any(|(_, text, _)| text == &format!("{SECOND_ACCOUNT} · {SECOND_EMAIL}"))
+    );
+    assert_eq!(
+        values(&options(&page.body, "model")),
+        vec![SECOND_MODEL, "gpt-5.5"]
+    );
+
+    // Selecting a Pool narrows both lists to it.
+    let page = owner
+        .get(&format!("/admin/request-logs?pool_id={}", h.info.pool_id))
+        .await;
+    let mut narrowed = values(&options(&page.body, "upstream_identity_id"));
+    narrowed.sort_unstable();
+    let mut expected = demo_ids.clone();
+    expected.sort_unstable();
+    assert_eq!(narrowed, expected);
+    assert!(page.body.contains("any in this Pool"));
+    assert_eq!(values(&options(&page.body, "model")), vec!["gpt-5.5"]);
+    assert!(!page.body.contains(SECOND_ACCOUNT) && !page.body.contains(SECOND_MODEL));
+    let page = owner
+        .get(&format!("/admin/request-logs?pool_id={}", t.second_pool_id))
+        .await;
+    assert_eq!(
+        values(&options(&page.body, "upstream_identity_id")),
+        vec![t.second_identity_id.as_str()]
+    );
+    assert_eq!(values(&options(&page.body, "model")), vec![SECOND_MODEL]);
+    assert!(
+        page.body
+            .contains(&t.second_row_id[t.second_row_id.len() - 8..])
+    );
+    assert!(!page.body.contains(&t.ok_id[t.ok_id.len() - 8..]));
+
+    // The choices keep the text semantics: an account by identity id, a model
+    // by exact name, each shown selected, and the rows follow.
+    let page = owner
+        .get(&format!(
+            "/admin/request-logs?upstream_identity_id={}&model={SECOND_MODEL}",
+            t.second_identity_id
+        ))
+        .await;
+    let accounts = options(&page.body, "upstream_identity_id");
+    let chosen: Vec<&str> = accounts
+        .iter()
+        .filter(|(_, _, s)| *s)
+        .map(|(v, _, _)| v.as_str())
+        .collect();
+    assert_eq!(chosen, vec![t.second_identity_id.as_str()]);
+    assert!(
+        options(&page.body, "model")
+            .iter()
+            .any(|(v, _, s)| v == SECOND_MODEL && *s)
+    );
+    assert!(
+        page.body
+            .contains(&t.second_row_id[t.second_row_id.len() - 8..])
+    );
+    assert!(!page.body.contains(&t.ok_id[t.ok_id.len() - 8..]));
+    // An account outside the selected Pool stays selected, shown bare.
+    let page = owner
+        .get(&format!(
+            "/admin/request-logs?pool_id={}&upstream_identity_id={}",
+            h.info.pool_id, t.second_identity_id
+        ))
+        .await;
+    assert!(page.body.contains(&format!(
+        "<option value=\"{0}\" selected>{0} (not listed)</option>",
+        t.second_identity_id
+    )));
+    assert!(page.body.contains("No requests match."));
+    // Invalid values still warn, are not offered, and rows still show.
+    let page = owner
+        .get("/admin/request-logs?upstream_identity_id=not%20an%20id&model=%07&status=bogus&live=0")
+        .await;
+    assert!(
+        page.body
+            .contains("upstream_identity_id: not an upstream account id")
+    );
+    assert!(page.body.contains("model: not a model name"));
+    assert!(page.body.contains("status: unknown status"));
+    assert!(!page.body.contains("live: unsupported filter"));
+    assert!(
+        options(&page.body, "upstream_identity_id")
+            .iter()
+            .all(|(_, _, s)| !s)
+    );
+    assert!(options(&page.body, "model").iter().all(|(_, _, s)| !s));
+    assert!(page.body.contains(&t.ok_id[t.ok_id.len() - 8..]));
+    assert!(
+        page.body
+            .contains("<input type=\"hidden\" name=\"live\" value=\"0\">")
+    );
+
+    // The admin of the demo Pool is never offered the second Pool's account or
+    // model, whatever the URL asks for.
+    let admin = Browser::login(&h, &t.admin_email, &t.admin_password).await;
+    for path in [
+        "/admin/request-logs".to_owned(),
+        format!("/admin/request-logs?pool_id={}", t.second_pool_id),
+        format!("/admin/request-logs?pool_id={}", h.info.pool_id),
+        format!(
+            "/admin/request-logs?upstream_identity_id={}",
+            t.second_identity_id
+        ),
+        format!("/admin/request-logs?request_id={}", t.second_row_id),
+    ] {
+        let page = admin.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        for secret in [SECOND_POOL, SECOND_ACCOUNT, SECOND_EMAIL, SECOND_MODEL] {
+            assert!(!page.body.contains(secret), "{path} shows {secret}");
+        }
+        assert!(
+            !page
+                .body
+                .contains(&format!("data-id=\"{}\"", t.second_row_id)),
+            "{path} shows the second Pool's row"
+        );
+        let offered = values(&options(&page.body, "upstream_identity_id"))
+            .into_iter()
+            .filter(|v| *v != t.second_identity_id)
+            .count();
+        let expected = if path.contains(&t.second_pool_id) {
+            0
+        } else {
+            demo_ids.len()
+        };
+        assert_eq!(offered, expected, "{path}");
+    }
+    let page = admin.get("/admin/request-logs").await;
+    assert_eq!(values(&options(&page.body, "model")), vec!["gpt-5.5"]);
+    assert!(!values(&options(&page.body, "upstream_identity_id")).contains(&t.second_identity_id));
+    h.stop().await;
+}
+on_both_backends!(request_log_filter_choices, request_log_dropdowns);
+
+async fn request_logs_live_updates(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let t = two_pools(&h).await;
+    let owner = Browser::login(&h, &h.info.admin_email, &h.info.admin_password).await;
+
+    // The first page carries the live control and its script; an older page
+    // does not run live updates.
+    let page = owner.get("/admin/request-logs").await;
+    assert!(page.body.contains("id=\"live\"") && page.body.contains("Pause live updates"));
+    assert!(
+        page.body
+            .contains("<script src=\"/admin/assets/request-logs.js\" defer></script>")
+    );
+    assert!(page.body.contains(&format!("data-id=\"{}\"", t.ok_id)));
+    let page = owner
+        .get("/admin/request-logs?before=99999999999999_z")
+        .await;
+    assert!(!page.body.contains("id=\"live\""));
+    let page = owner.get("/admin/request-logs?live=0").await;
+    assert!(page.body.contains("data-paused=\"true\""));
+    let script = owner.get("/admin/assets/request-logs.js").await;
+    assert_eq!(script.status, StatusCode::OK);
+    assert!(script.body.contains("/admin/api/request-logs"));
+    let r = h
+        .http
+        .get(h.url("/admin/assets/request-logs.js"))
+        .send()
+        .await
+        .expect("script");
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .expect("type")
+            .starts_with("text/javascript")
+    );
+    let csp = owner_csp(&h, &owner).await;
+    assert!(csp.contains("default-src 'self'"), "{csp}");
+
+    // The JSON twin it polls answers the console session (same-origin reads
+    // only), with the same scope and filters as the page.
+    let cookie = owner.cookie.clone().expect("cookie");
+    let read = |cookie: String, q: String, site: &'static str| {
+        let url = h.url(&format!("/admin/api/request-logs{q}"));
+        let http = h.http.clone();
+        async move {
+            let r = http
+                .get(url)
+                .header("cookie", cookie)
+                .header("sec-fetch-site", site)
+                .send()
+                .await
+                .expect("get");
+            let status = r.status();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, body) = read(
+        cookie.clone(),
+        "?limit=50&status=failed".into(),
+        "same-origin",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = body["data"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![t.failed_id.as_str()]);
+    let (status, _) = read(cookie.clone(), String::new(), "cross-site").await;
+    assert_eq!(status, 401, "another site's page cannot read the rows");
+    let admin = Browser::login(&h, &t.admin_email, &t.admin_password).await;
+    let (status, body) = read(
+        admin.cookie.clone().expect("cookie"),
+        String::new(),
+        "same-origin",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let rows = body["data"].as_array().expect("rows");
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r["pool_id"] == h.info.pool_id.as_str()));
+    assert!(rows.iter().any(|r| r["id"] == t.rejected_id.as_str()));
+    assert_eq!(
+        read(
+            admin.cookie.clone().expect("cookie"),
+            format!("/{}", t.second_row_id),
+            "same-origin"
+        )
+        .await
+        .0,
+        404
+    );
+    h.stop().await;
+}
+on_both_backends!(request_logs_live, request_logs_live_updates);
+
+async fn owner_csp(h: &Harness, b: &Browser) -> String {
+    let r = h
+        .http
+        .get(h.url("/admin/request-logs"))
+        .header("cookie", b.cookie.clone().expect("cookie"))
+        .send()
+        .await
+        .expect("page");
+    r.headers()["content-security-policy"]
+        .to_str()
+        .expect("csp")
+        .to_owned()
+}
+
+/// Rows a console change could touch, one text line per table: a refused
+/// change must leave them all equal.
+async fn fingerprint(h: &Harness) -> Vec<String> {
+    const QUERIES: [&str; 7] = [
+        "SELECT id || ':' || status || ':' || slug FROM pools ORDER BY id",
+        "SELECT id || ':' || status || ':' || key_prefix || ':' || key_hash FROM api_keys ORDER BY id",
+        "SELECT id || ':' || status || ':' || role || ':' || CAST(must_change_password AS TEXT) FROM operators ORDER BY id",
+        "SELECT operator_id || ':' || pool_id FROM operator_pools ORDER BY operator_id, pool_id",
+        "SELECT id || ':' || COALESCE(CAST(revoked_at AS TEXT), '-') FROM admin_sessions ORDER BY id",
+        "SELECT id || ':' || status || ':' || CAST(updated_at AS TEXT) FROM upstream_identities ORDER BY id",
+        "SELECT id || ':' || status FROM pool_assignments ORDER BY id",
+    ];
+    let mut out = Vec::new();
+    for q in QUERIES {
+        let rows: Vec<(String,)> = match &h.app.runtime.store {
+            Store::Sqlite(p) => sqlx::query_as(q).fetch_all(p).await,
+            Store::Postgres(p) => sqlx::query_as(q).fetch_all(p).await,
+        }
+        .expect("fingerprint query");
+        let rows: Vec<String> = rows.into_iter().map(|(r,)| r).collect();
+        out.push(format!("{q} => {}", rows.join(",")));
+    }
+    out
+}
+
+/// The `(method, path)` of every `.route(…)` call in `source` whose method
+/// router changes something (post, put, patch, delete, or any).
+fn mutating_routes_in(source: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for (start, _) in source.match_indices(".route(") {
+        let line_start = source[..start].rfind('\n').map_or(0, |i| i + 1);
+        if source[line_start..start].trim_start().starts_with("//") {
+            continue;
+        }
+        let rest = &source[start + ".route(".len()..];
+        let mut depth = 1;
+        let mut end = rest.len();
+        for (i, c) in rest.char_indices() {
+            match c {
+                '(' => depth += 1,
+                ')' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let call = &rest[..end];
+        let path = call.split('"').nth(1).expect("a literal route path");
+        for (method, needle) in [
+            ("POST", "post("),
+            ("PUT", "put("),
+            ("PATCH", "patch("),
+            ("DELETE", "delete("),
+            ("ANY", "any("),
+            ("ON", "on("),
+        ] {
+            if call.contains(needle) {
+                found.push((method.to_owned(), path.to_owned()));
+            }
+        }
+    }
+    found
+}
+
+/// A refused attempt: what is wrong, the CSRF token sent, extra headers.
+type Refusal<'a> = (&'a str, Option<&'a str>, Vec<(&'a str, &'a str)>);
+
+/// One mutating request, ready to send with or without its CSRF proof.
+struct Change {
+    method: reqwest::Method,
+    path: String,
+    form: Vec<(String, String)>,
+    json: Option<Value>,
+    ok: StatusCode,
+}
+
+impl Change {
+    fn form(path: String, fields: &[(&str, &str)], ok: StatusCode) -> Change {
+        Change {
+            method: reqwest::Method::POST,
+            path,
+            form: fields
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            json: None,
+            ok,
+        }
+    }
+
+    fn json(method: reqwest::Method, path: String, body: Value, ok: StatusCode) -> Change {
+        Change {
+            method,
+            path,
+            form: Vec::new(),
+            json: Some(body),
+            ok,
+        }
+    }
+
+    /// Sends it with `b`'s session cookie, `csrf` as the form field or the
+    /// `X-CSRF-Token` header, and extra headers.
+    async fn send(&self, b: &Browser, csrf: Option<&str>, headers: &[(&str, &str)]) -> StatusCode {
+        let mut req = b
+            .http
+            .request(self.method.clone(), format!("{}{}", b.base, self.path));
+        if let Some(c) = &b.cookie {
+            req = req.header("cookie", c);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(body) = &self.json {
+            if let Some(token) = csrf {
+                req = req.header("x-csrf-token", token);
+            }
+            req = req.json(body);
+        } else {
+            let mut fields: Vec<(&str, &str)> = self
+                .form
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            if let Some(token) = csrf {
+                fields.push(("csrf", token));
+            }
+            req = req
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(serde_urlencoded::to_string(&fields).expect("form"));
+        }
+        req.send().await.expect("send").status()
+    }
+}
+
+/// The demo owner's password once the route-by-route test changed it.
+const NEW_OWNER_PASSWORD: &str = "route-owner-new-pw-1";
+
+/// What the route-by-route test works on: a Pool of its own with one
+/// account, and two owner sessions.
+struct ChangeFixture {
+    pool_id: String,
+    identity_id: String,
+    serial: std::cell::Cell<u32>,
+}
+
+impl ChangeFixture {
+    fn next(&self) -> u32 {
+        let n = self.serial.get() + 1;
+        self.serial.set(n);
+        n
+    }
+
+    async fn fresh_key(&self, h: &Harness) -> (String, String) {
+        let (id, raw) = control::create_api_key(
+            &h.app.runtime.store,
+            &AuditActor::cli(),
+            &self.pool_id,
+            &format!("fixture key {}", self.next()),
+            None,
+            None,
+        )
+        .await
+        .expect("key");
+        (id, raw[..19].to_owned())
+    }
+
+    async fn fresh_admin(&self, h: &Harness) -> String {
+        control::create_operator(
+            &h.app.runtime.store,
+            &AuditActor::cli(),
+            &format!("fixture-{}@example.test", self.next()),
+            "fixture-password-1",
+            "admin",
+        )
+        .await
+        .expect("operator")
+    }
+
+    fn auth_json(&self, h: &Harness) -> String {
+        let account = h.sim.create_account(AccountSpec::default());
+        h.sim
+            .auth_json(&account.account_id)
+            .expect("auth.json")
+            .to_string()
+    }
+
+    /// A valid request for the route `pattern`, with fresh targets so it
+    /// can succeed after the refused attempts.
+    async fn change_for(&self, h: &Harness, method: &str, pattern: &str) -> Change {
+        use reqwest::Method;
+        let pool = &self.pool_id;
+        let identity = &self.identity_id;
+        let n = self.next();
+        match (method, pattern) {
+            ("POST", "/admin/pools") => Change::form(
+                pattern.into(),
+                &[("slug", &format!("route-{n}")), ("name", "Route")],
+                StatusCode::SEE_OTHER,
+            ),
+            ("POST", "/admin/pools/{pool_id}/upstreams") => Change::form(
+                format!("/admin/pools/{pool}/upstreams"),
+                &[("auth_json", &self.auth_json(h)), ("label", "via form")],
+                StatusCode::SEE_OTHER,
+            ),
+            ("POST", "/admin/pools/{pool_id}/upstreams/{identity_id}/status") => Change::form(
+                format!("/admin/pools/{pool}/upstreams/{identity}/status"),
+                &[("status", "paused")],
+                StatusCode::SEE_OTHER,
+            ),
+            ("POST", "/admin/pools/{pool_id}/api-keys") => Change::form(
+                format!("/admin/pools/{pool}/api-keys"),
+                &[("name", &format!("form key {n}"))],
+                StatusCode::CREATED,
+            ),
+            ("POST", "/admin/pools/{pool_id}/api-keys/{key_id}/status") => {
+                let (key, _) = self.fresh_key(h).await;
+                Change::form(
+                    format!("/admin/pools/{pool}/api-keys/{key}/status"),
+                    &[("status", "paused")],
+                    StatusCode::SEE_OTHER,
+                )
+            }
+            ("POST", "/admin/pools/{pool_id}/api-keys/{key_id}/rotate") => {
+                let (key, _) = self.fresh_key(h).await;
+                Change::form(
+                    format!("/admin/pools/{pool}/api-keys/{key}/rotate"),
+                    &[],
+                    StatusCode::OK,
+                )
+            }
+            ("POST", "/admin/pools/{pool_id}/api-keys/{key_id}/delete") => {
+                let (key, prefix) = self.fresh_key(h).await;
+                Change::form(
+                    format!("/admin/pools/{pool}/api-keys/{key}/delete"),
+                    &[("confirm_prefix", &prefix)],
+                    StatusCode::SEE_OTHER,
+                )
+            }
+            ("POST", "/admin/password") => Change::form(
+                pattern.into(),
+                &[
+                    ("current_password", &h.info.admin_password),
+                    ("password", NEW_OWNER_PASSWORD),
+                    ("password_repeat", NEW_OWNER_PASSWORD),
+                ],
+                StatusCode::SEE_OTHER,
+            ),
+            ("POST", "/admin/operators") => Change::form(
+                pattern.into(),
+                &[
+                    ("email", &format!("form-op-{n}@example.test")),
+                    ("role", "admin"),
+                    ("pool", pool),
+                ],
+                StatusCode::CREATED,
+            ),
+            ("POST", "/admin/operators/{operator_id}/status") => {
+                let id = self.fresh_admin(h).await;
+                Change::form(
+                    format!("/admin/operators/{id}/status"),
+                    &[("status", "deactivated")],
+                    StatusCode::SEE_OTHER,
+                )
+            }
+            ("POST", "/admin/api/pools") => Change::json(
+                Method::POST,
+                pattern.into(),
+                json!({"slug": format!("api-route-{n}"), "name": "Api route"}),
+                StatusCode::CREATED,
+            ),
+            ("POST", "/admin/api/pools/{pool_id}/upstreams") => Change::json(
+                Method::POST,
+                format!("/admin/api/pools/{pool}/upstreams"),
+                json!({"auth_json": self.auth_json(h), "label": "via json"}),
+                StatusCode::CREATED,
+            ),
+            ("POST", "/admin/api/pools/{pool_id}/upstreams/{identity_id}/status") => {
+                Change::json(
+                    Method::POST,
+                    format!("/admin/api/pools/{pool}/upstreams/{identity}/status"),
+                    // The form case paused it.
+                    json!({"status": "active"}),
+                    StatusCode::OK,
+                )
+            }
+            ("POST", "/admin/api/pools/{pool_id}/api-keys") => Change::json(
+                Method::POST,
+                format!("/admin/api/pools/{pool}/api-keys"),
+                json!({"name": format!("json key {n}")}),
+                StatusCode::CREATED,
+            ),
+            ("POST", "/admin/api/pools/{pool_id}/api-keys/{key_id}/status") => {
+                let (key, _) = self.fresh_key(h).await;
+                Change::json(
+                    Method::POST,
+                    format!("/admin/api/pools/{pool}/api-keys/{key}/status"),
+                    json!({"status": "revoked"}),
+                    StatusCode::OK,
+                )
+            }
+            ("POST", "/admin/api/pools/{pool_id}/api-keys/{key_id}/rotate") => {
+                let (key, _) = self.fresh_key(h).await;
+                Change::json(
+                    Method::POST,
+                    format!("/admin/api/pools/{pool}/api-keys/{key}/rotate"),
+                    json!({}),
+                    StatusCode::OK,
+                )
+            }
+            ("DELETE", "/admin/api/pools/{pool_id}/api-keys/{key_id}") => {
+                let (key, prefix) = self.fresh_key(h).await;
+                Change::json(
+                    Method::DELETE,
+                    format!("/admin/api/pools/{pool}/api-keys/{key}"),
+                    json!({"confirm_prefix": prefix}),
+                    StatusCode::OK,
+                )
+            }
+            ("POST", "/admin/api/operators") => Change::json(
+                Method::POST,
+                pattern.into(),
+                json!({"email": format!("json-op-{n}@example.test"), "role": "admin",
+                       "pool_ids": [pool]}),
+                StatusCode::CREATED,
+            ),
+            ("POST", "/admin/api/operators/{operator_id}/status") => {
+                let id = self.fresh_admin(h).await;
+                Change::json(
+                    Method::POST,
+                    format!("/admin/api/operators/{id}/status"),
+                    json!({"status": "deactivated"}),
+                    StatusCode::OK,
+                )
+            }
+            (method, other) => panic!(
+                "the console test does not know the mutating route {method} {other}: \
+                 add a case to ChangeFixture::change_for"
+            ),
+        }
+    }
+}
+
+/// Every mutating console route: without a valid CSRF check it is refused,
+/// writes no audit event and changes nothing; a valid request writes exactly
+/// one audit event. Sign-in, sign-out and bootstrap have their own rules,
+/// asserted at the end.
+async fn every_change_route(backend: Backend) {
+    // The list next to the router is the list of routes the router has.
+    let mut declared: Vec<(String, String)> = codex_pooler::admin::console::MUTATING_ROUTES
+        .iter()
+        .map(|(m, p)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    let mut routed = mutating_routes_in(include_str!("../../src/admin/console/mod.rs"));
+    routed.extend(mutating_routes_in(include_str!("../../src/admin/api.rs")));
+    declared.sort();
+    routed.sort();
+    assert_eq!(
+        routed, declared,
+        "MUTATING_ROUTES must list exactly the console's change routes"
+    );
+
+    let h = Harness::start(backend).await;
+    let store = &h.app.runtime.store;
+    let cli = AuditActor::cli();
+    let pool = store
+        .create_pool(&cli, "routes", "Routes Pool")
+        .await
+        .expect("pool");
+    let account = h.sim.create_account(AccountSpec::default());
+    let auth = h.sim.auth_json(&account.account_id).expect("auth.json");
+    let mut parsed = control::parse_auth_json(&auth.to_string(), Some("fixture")).expect("parse");
+    parsed.identity.base_url = Some(h.sim.base_url());
+    parsed.identity.auth_base_url = Some(h.sim.base_url());
+    let imported =
+        control::import_auth_json(store, &h.app.runtime.secret_box, &cli, &pool.id, &parsed)
+            .await
+            .expect("import");
+    let fx = ChangeFixture {
+        pool_id: pool.id.clone(),
+        identity_id: imported.identity_id,
+        serial: std::cell::Cell::new(0),
+    };
+    let b = Browser::login(&h, &h.info.admin_email, &h.info.admin_password).await;
+    let other = Browser::login(&h, &h.info.admin_email, &h.info.admin_password).await;
+    let origin = b.base.clone();
+    let same_origin = [
+        ("origin", origin.as_str()),
+        ("sec-fetch-site", "same-origin"),
+    ];
+
+    for (method, pattern) in codex_pooler::admin::console::MUTATING_ROUTES {
+        if matches!(*pattern, "/login" | "/logout" | "/bootstrap") {
+            continue;
+        }
+        let change = fx.change_for(&h, method, pattern).await;
+        let refusals: [Refusal; 4] = [
+            ("no token", None, same_origin.to_vec()),
+            (
+                "foreign origin",
+                Some(&b.csrf),
+                vec![("origin", "http://evil.example")],
+            ),
+            (
+                "cross-site fetch",
+                Some(&b.csrf),
+                vec![("sec-fetch-site", "cross-site")],
+            ),
+            (
+                "another session's token",
+                Some(&other.csrf),
+                same_origin.to_vec(),
+            ),
+        ];
+        for (what, token, headers) in refusals {
+            let before = fingerprint(&h).await;
+            let status = no_audit_event!(
+                &h,
+                format!("{method} {pattern} with {what}"),
+                change.send(&b, token, &headers).await
+            );
+            assert_eq!(status, StatusCode::FORBIDDEN, "{method} {pattern}: {what}");
+            assert_eq!(
+                fingerprint(&h).await,
+                before,
+                "{method} {pattern} with {what} changes nothing"
+            );
+        }
+        let status = one_audit_event!(
+            &h,
+            format!("{method} {pattern}"),
+            change.send(&b, Some(&b.csrf), &same_origin).await
+        );
+        assert_eq!(status, change.ok, "{method} {pattern} succeeds");
+    }
+
+    // Sign-out is a change of the session: CSRF-checked like the rest.
+    let signing_out = Browser::login(&h, &h.info.admin_email, NEW_OWNER_PASSWORD).await;
+    let logout = Change::form("/logout".into(), &[], StatusCode::SEE_OTHER);
+    for (what, token, headers) in [
+        ("no token", None, same_origin.to_vec()),
+        (
+            "foreign origin",
+            Some(signing_out.csrf.as_str()),
+            vec![("origin", "http://evil.example")],
+        ),
+        (
+            "another session's token",
+            Some(b.csrf.as_str()),
+            same_origin.to_vec(),
+        ),
+    ] {
+        let before = fingerprint(&h).await;
+        let status = no_audit_event!(
+            &h,
+            format!("logout with {what}"),
+            logout.send(&signing_out, token, &headers).await
+        );
+        assert_eq!(status, StatusCode::FORBIDDEN, "logout: {what}");
+        assert_eq!(fingerprint(&h).await, before);
+    }
+    let status = one_audit_event!(
+        &h,
+        "logout",
+        logout
+            .send(&signing_out, Some(&signing_out.csrf), &same_origin)
+            .await
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+
+    // Sign-in has no session to derive a token from: the browser's origin is
+    // its CSRF check. A foreign sign-in and a failed one write nothing (a
+    // failed sign-in is not audited, so anonymous clients cannot fill the
+    // audit log); a successful one writes `auth.login`.
+    let anon = Browser::new(&h);
+    let email = h.info.admin_email.as_str();
+    let password = NEW_OWNER_PASSWORD;
+    let login = |p: &str| {
+        Change::form(
+            "/login".into(),
+            &[("email", email), ("password", p)],
+            StatusCode::SEE_OTHER,
+        )
+    };
+    for (what, change, headers, refused) in [
+        (
+            "foreign origin",
+            login(password),
+            vec![("origin", "http://evil.example")],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "cross-site fetch",
+            login(password),
+            vec![("sec-fetch-site", "cross-site")],
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            "wrong password",
+            login("not-the-password"),
+            same_origin.to_vec(),
+            StatusCode::UNAUTHORIZED,
+        ),
+    ] {
+        let before = fingerprint(&h).await;
+        let status = no_audit_event!(
+            &h,
+            format!("login with {what}"),
+            change.send(&anon, None, &headers).await
+        );
+        assert_eq!(status, refused, "login: {what}");
+        assert_eq!(fingerprint(&h).await, before);
+    }
+    let status = one_audit_event!(
+        &h,
+        "login",
+        login(password).send(&anon, None, &same_origin).await
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+
+    // Bootstrap likewise: origin plus the one-time token printed at start-up.
+    exec_sql(&h, "DELETE FROM operators").await;
+    let token = h.app.bootstrap_token.clone().expect("bootstrap token");
+    let bootstrap = Change::form(
+        "/bootstrap".into(),
+        &[
+            ("token", &token),
+            ("email", "route-owner@example.test"),
+            ("password", "route-owner-pw-1"),
+            ("password_repeat", "route-owner-pw-1"),
+        ],
+        StatusCode::SEE_OTHER,
+    );
+    for headers in [
+        vec![("origin", "http://evil.example")],
+        vec![("sec-fetch-site", "cross-site")],
+    ] {
+        let before = fingerprint(&h).await;
+        let status = no_audit_event!(
+            &h,
+            "foreign bootstrap",
+            bootstrap.send(&anon, None, &headers).await
+        );
+        assert_eq!(status, StatusCode::FORBIDDEN);
+        assert_eq!(fingerprint(&h).await, before);
+    }
+    let status = one_audit_event!(
+        &h,
+        "bootstrap",
+        bootstrap.send(&anon, None, &same_origin).await
+    );
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    h.stop().await;
+}
+on_both_backends!(
+    every_change_route_checks_csrf_and_audits_once,
+    every_change_route
+);
+
+/// Status of a model-list call made with `key` (authentication only; no
+/// upstream account needed).
+async fn models_with(h: &Harness, key: &str) -> StatusCode {
+    h.http
+        .get(h.url("/backend-api/codex/models"))
+        .bearer_auth(key)
+        .send()
+        .await
+        .expect("sent")
+        .status()
+}
+
+/// Status of a Responses call made with `key`.
+async fn call_with(h: &Harness, key: &str, cache_key: &str) -> StatusCode {
+    let r = h
+        .http
+        .post(h.url("/backend-api/codex/responses"))
+        .bearer_auth(key)
+        .json(&text_request("hi", cache_key))
+        .send()
+        .await
+        .expect("sent");
+    let status = r.status();
+    let _ = r.text().await;
+    status
+}
+
+async fn key_rotation_and_deletion(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let store = &h.app.runtime.store;
+    let cli = AuditActor::cli();
+    let demo = h.info.pool_id.clone();
+    let b = Browser::login(&h, &h.info.admin_email, &h.info.admin_password).await;
+
+    // A key in use, rotated: the page shows the new key once, the old one
+    // stops working at once (its cached verification is dropped), the record
+    // and its history stay.
+    let page = b
+        .post(
+            &format!("/admin/pools/{demo}/api-keys"),
+            &[("name", "rotating")],
+        )
+        .await;
+    let old = raw_key(&page.body);
+    assert_eq!(call_with(&h, &old, "rot-1").await, StatusCode::OK);
+    let key_id = store
+        .find_api_key_by_prefix(&old[..19])
+        .await
+        .expect("find")
+        .expect("key")
+        .id;
+    let page = one_audit_event!(
+        &h,
+        "rotate",
+        b.post(
+            &format!("/admin/pools/{demo}/api-keys/{key_id}/rotate"),
+            &[]
+        )
+        .await
+    );
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("API key “rotating” rotated"));
+    assert!(page.body.contains("The previous secret no longer works."));
+    let new = raw_key(&page.body);
+    assert_ne!(new, old);
+    assert_eq!(call_with(&h, &old, "rot-2").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(call_with(&h, &new, "rot-3").await, StatusCode::OK);
+    let row = store
+        .find_api_key_by_prefix(&new[..19])
+        .await
+        .expect("find")
+        .expect("key");
+    assert_eq!(row.id, key_id, "same record");
+    assert_eq!(
+        store.count_audit_events("api_key.rotate").await.expect("n"),
+        1
+    );
+    // A revoked key cannot be rotated.
+    let (revoked_id, _) = control::create_api_key(store, &cli, &demo, "gone", None, None)
+        .await
+        .expect("key");
+    store
+        .set_api_key_status(&cli, &revoked_id, "revoked")
+        .await
+        .expect("revoke");
+    let page = no_audit_event!(
+        &h,
+        "rotate revoked",
+        b.post(
+            &format!("/admin/pools/{demo}/api-keys/{revoked_id}/rotate"),
+            &[]
+        )
+        .await
+    );
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(page.body.contains("no unrevoked API key in this Pool"));
+
+    // Deleting needs the prefix typed exactly.
+    let prefix = new[..19].to_owned();
+    h.flush().await;
+    let before = fingerprint(&h).await;
+    for (typed, expected) in [
+        ("", "nothing was typed"),
+        (
+            "sk-cxp-000000000000",
+            "\"sk-cxp-000000000000\" does not match",
+        ),
+    ] {
+        let page = no_audit_event!(
+            &h,
+            "delete with a wrong prefix",
+            b.post(
+                &format!("/admin/pools/{demo}/api-keys/{key_id}/delete"),
+                &[("confirm_prefix", typed)]
+            )
+            .await
+        );
+        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+        let message = format!(
+            "to delete the API key \"rotating\", type its prefix {prefix} exactly; {expected}. Nothing was deleted."
+        );
+        assert!(
+            page.body.contains(&message.replace('"', "&#34;"))
+                || page.body.contains(&message.replace('"', "&quot;")),
+            "precise message {message} in {}",
+            page.body
+        );
+    }
+    assert_eq!(fingerprint(&h).await, before, "nothing changed");
+    assert_eq!(call_with(&h, &new, "rot-4").await, StatusCode::OK);
+    h.flush().await;
+    let history = h
+        .request_logs()
+        .await
+        .iter()
+        .filter(|r| r["api_key_id"] == key_id.as_str())
+        .count();
+    assert!(history >= 3, "the key has request history ({history})");
+    let page = one_audit_event!(
+        &h,
+        "delete",
+        b.post(
+            &format!("/admin/pools/{demo}/api-keys/{key_id}/delete"),
+            &[("confirm_prefix", &format!(" {prefix} "))]
+        )
+        .await
+    );
+    assert_eq!(
+        (page.status, page.location.as_str()),
+        (
+            StatusCode::SEE_OTHER,
+            format!("/admin/pools/{demo}?notice=key_deleted#keys").as_str()
+        )
+    );
+    assert!(
+        store
+            .find_api_key_by_prefix(&prefix)
+            .await
+            .expect("find")
+            .is_none()
+    );
+    assert_eq!(call_with(&h, &new, "rot-5").await, StatusCode::UNAUTHORIZED);
+    let history = h
+        .request_logs()
+        .await
+        .iter()
+        .filter(|r| r["api_key_id"] == key_id.as_str())
+        .count();
+    assert_eq!(history, 0, "its request history went with it");
+
+    // JSON twins, and an admin cannot touch another Pool's key.
+    let other = store
+        .create_pool(&cli, "other", "Other Pool")
+        .await
+        .expect("pool");
+    let (other_key_id, other_key) =
+        control::create_api_key(store, &cli, &other.id, "other key", None, None)
+            .await
+            .expect("key");
+    let admin_id = control::create_operator(
+        store,
+        &cli,
+        "admin@example.test",
+        "admin-password-123",
+        "admin",
+    )
+    .await
+    .expect("admin");
+    store
+        .assign_operator_pool(&cli, &admin_id, &demo)
+        .await
+        .expect("assign");
+    let admin = Browser::login(&h, "admin@example.test", "admin-password-123").await;
+    let before = fingerprint(&h).await;
+    for path in [
+        format!("/admin/pools/{}/api-keys/{other_key_id}/rotate", other.id),
+        format!("/admin/pools/{demo}/api-keys/{other_key_id}/rotate"),
+        format!("/admin/pools/{}/api-keys/{other_key_id}/delete", other.id),
+        format!("/admin/pools/{demo}/api-keys/{other_key_id}/delete"),
+    ] {
+        let page = no_audit_event!(
+            &h,
+            &path,
+            admin
+                .post(&path, &[("confirm_prefix", &other_key[..19])])
+                .await
+        );
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let cookie = admin.cookie.clone().expect("cookie");
+    for (method, path, body) in [
+        (
+            reqwest::Method::POST,
+            format!("/admin/api/pools/{demo}/api-keys/{other_key_id}/rotate"),
+            json!({}),
+        ),
+        (
+            reqwest::Method::DELETE,
+            format!("/admin/api/pools/{}/api-keys/{other_key_id}", other.id),
+            json!({"confirm_prefix": &other_key[..19]}),
+        ),
+    ] {
+        let r = no_audit_event!(
+            &h,
+            &path,
+            h.http
+                .request(method, h.url(&path))
+                .header("cookie", &cookie)
+                .header("x-csrf-token", &admin.csrf)
+                .json(&body)
+                .send()
+                .await
+                .expect("sent")
+        );
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    assert_eq!(fingerprint(&h).await, before, "nothing changed");
+    assert_eq!(models_with(&h, &other_key).await, StatusCode::OK);
+
+    // The owner's JSON twins.
+    let r = one_audit_event!(
+        &h,
+        "json rotate",
+        h.http
+            .post(h.url(&format!(
+                "/admin/api/pools/{}/api-keys/{other_key_id}/rotate",
+                other.id
+            )))
+            .bearer_auth(&h.info.operator_token)
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("sent")
+    );
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.expect("json");
+    let rotated = body["key"].as_str().expect("key").to_owned();
+    assert_eq!(body["name"], "other key");
+    assert_eq!(models_with(&h, &other_key).await, StatusCode::UNAUTHORIZED);
+    assert_eq!(models_with(&h, &rotated).await, StatusCode::OK);
+    let delete = |typed: String| {
+        h.http
+            .delete(h.url(&format!(
+                "/admin/api/pools/{}/api-keys/{other_key_id}",
+                other.id
+            )))
+            .bearer_auth(&h.info.operator_token)
+            .json(&json!({"confirm_prefix": typed}))
+            .send()
+    };
+    let r = no_audit_event!(
+        &h,
+        "json delete, old prefix",
+        delete(other_key[..19].to_owned()).await.expect("sent")
+    );
+    assert_eq!(r.status(), 422);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(
+        body["error"]["message"],
+        format!(
+            "to delete the API key \"other key\", type its prefix {} exactly; \"{}\" does not match. Nothing was deleted.",
+            &rotated[..19],
+            &other_key[..19]
+        )
+    );
+    // Let the recorder write the key's request rows first: a row arriving
+    // after its key was deleted has nothing to point at.
+    h.flush().await;
+    let r = one_audit_event!(
+        &h,
+        "json delete",
+        delete(rotated[..19].to_owned()).await.expect("sent")
+    );
+    assert_eq!(r.status(), 200);
+    assert_eq!(models_with(&h, &rotated).await, StatusCode::UNAUTHORIZED);
+    h.stop().await;
+}
+on_both_backends!(api_keys_rotate_and_delete, key_rotation_and_deletion);
+
+async fn operators_page(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let store = &h.app.runtime.store;
+    let cli = AuditActor::cli();
+    let demo = h.info.pool_id.clone();
+    let other = store
+        .create_pool(&cli, "other", "Other Pool")
+        .await
+        .expect("pool");
+    let chosen = "admin-chosen-password-1";
+    let owner = Browser::login(&h, &h.info.admin_email, &h.info.admin_password).await;
+    let page = owner.get("/admin/operators").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains(&h.info.admin_email) && page.body.contains("all Pools"));
+    assert!(
+        page.body.contains("href=\"/admin/operators\""),
+        "owners see the section"
+    );
+
+    // Create an admin of the demo Pool: the temporary password is shown once.
+    let page = one_audit_event!(
+        &h,
+        "create operator",
+        owner
+            .post(
+                "/admin/operators",
+                &[
+                    ("email", " New.Admin@Example.test "),
+                    ("role", "admin"),
+                    ("pool", &demo),
+                ],
+            )
+            .await
+    );
+    assert_eq!(page.status, StatusCode::CREATED);
+    assert!(
+        page.body
+            .contains("Operator new.admin@example.test created")
+    );
+    let start = page
+        .body
+        .find("id=\"temporary-password\" readonly value=\"")
+        .expect("password")
+        + "id=\"temporary-password\" readonly value=\"".len();
+    let temporary = page.body[start..]
+        .split('"')
+        .next()
+        .expect("value")
+        .to_owned();
+    assert!(temporary.len() >= 16);
+    let listed = owner.get("/admin/operators").await;
+    assert!(listed.body.contains("new.admin@example.test"));
+    assert!(listed.body.contains("Demo Pool") || listed.body.contains(&demo));
+    assert!(listed.body.contains("must change the temporary password"));
+    assert!(!listed.body.contains(&temporary), "shown once");
+    // Refusals are precise and write nothing.
+    for (fields, message) in [
+        (
+            vec![("email", "new.admin@example.test"), ("role", "admin")],
+            "an operator with the email new.admin@example.test already exists",
+        ),
+        (
+            vec![("email", "not-an-email"), ("role", "admin")],
+            "email must be an address like name@example.com",
+        ),
+        (
+            vec![("email", "x@example.test"), ("role", "root")],
+            "role must be owner or admin",
+        ),
+        (
+            vec![
+                ("email", "x@example.test"),
+                ("role", "admin"),
+                ("pool", "no-such-pool"),
+            ],
+            "one of the chosen Pools does not exist (any more); reload the page",
+        ),
+    ] {
+        let before = fingerprint(&h).await;
+        let page = no_audit_event!(&h, message, owner.post("/admin/operators", &fields).await);
+        assert!(page.status.is_client_error(), "{message}");
+        assert!(page.body.contains(message), "{message}");
+        assert_eq!(fingerprint(&h).await, before);
+    }
+
+    // The new admin signs in, sees only the demo Pool, and cannot reach the
+    // Operators section (page, JSON, or changes).
+    let admin = Browser::login(&h, "new.admin@example.test", &temporary).await;
+    // First the temporary password is replaced: every page leads there, and
+    // the JSON twins refuse.
+    assert_eq!(admin.get("/admin/pools").await.location, "/admin/password");
+    assert_eq!(
+        admin.get("/admin/operators").await.location,
+        "/admin/password"
+    );
+    let page = admin.get("/admin/password").await;
+    assert!(
+        page.body
+            .contains("You signed in with a temporary password.")
+    );
+    let r = h
+        .http
+        .get(h.url("/admin/api/pools"))
+        .header("cookie", admin.cookie.clone().expect("cookie"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 403);
+    let page = no_audit_event!(
+        &h,
+        "a change before the password",
+        admin
+            .post(
+                &format!("/admin/pools/{demo}/api-keys"),
+                &[("name", "early")]
+            )
+            .await
+    );
+    assert_eq!(page.location, "/admin/password");
+    for (current, new, repeat, message) in [
+        (
+            "wrong-temporary",
+            chosen,
+            chosen,
+            "The current password is incorrect.",
+        ),
+        (
+            temporary.as_str(),
+            "short",
+            "short",
+            "The new password must be at least 12 characters.",
+        ),
+        (
+            temporary.as_str(),
+            chosen,
+            "admin-chosen-password-2",
+            "The two new passwords differ.",
+        ),
+        (
+            temporary.as_str(),
+            temporary.as_str(),
+            temporary.as_str(),
+            "The new password must differ from the current one.",
+        ),
+    ] {
+        let page = no_audit_event!(
+            &h,
+            message,
+            admin
+                .post(
+                    "/admin/password",
+                    &[
+                        ("current_password", current),
+                        ("password", new),
+                        ("password_repeat", repeat),
+                    ],
+                )
+                .await
+        );
+        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{message}");
+        assert!(page.body.contains(message), "{message}");
+    }
+    let page = one_audit_event!(
+        &h,
+        "required password change",
+        admin
+            .post(
+                "/admin/password",
+                &[
+                    ("current_password", &temporary),
+                    ("password", chosen),
+                    ("password_repeat", chosen),
+                ],
+            )
+            .await
+    );
+    assert_eq!(page.location, "/admin/pools?notice=password_changed");
+    assert_eq!(
+        store
+            .count_audit_events("auth.required_password_change")
+            .await
+            .expect("n"),
+        1
+    );
+    let page = admin.get("/admin/pools").await;
+    assert!(page.body.contains("Demo Pool") && !page.body.contains("Other Pool"));
+    assert!(!page.body.contains("href=\"/admin/operators\""));
+    assert_eq!(
+        admin.get("/admin/operators").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let admin_id = store
+        .find_operator_by_email("new.admin@example.test")
+        .await
+        .expect("find")
+        .expect("operator")
+        .id;
+    let owner_id = store
+        .find_operator_by_email(&h.info.admin_email)
+        .await
+        .expect("find")
+        .expect("operator")
+        .id;
+    let before = fingerprint(&h).await;
+    let page = no_audit_event!(
+        &h,
+        "admin creating an operator",
+        admin
+            .post(
+                "/admin/operators",
+                &[("email", "sneaky@example.test"), ("role", "owner")]
+            )
+            .await
+    );
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let page = no_audit_event!(
+        &h,
+        "admin deactivating the owner",
+        admin
+            .post(
+                &format!("/admin/operators/{owner_id}/status"),
+                &[("status", "deactivated")]
+            )
+            .await
+    );
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let cookie = admin.cookie.clone().expect("cookie");
+    let r = h
+        .http
+        .get(h.url("/admin/api/operators"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 403);
+    let r = no_audit_event!(
+        &h,
+        "admin json create",
+        h.http
+            .post(h.url("/admin/api/operators"))
+            .header("cookie", &cookie)
+            .header("x-csrf-token", &admin.csrf)
+            .json(&json!({"email": "sneaky@example.test", "role": "owner"}))
+            .send()
+            .await
+            .expect("post")
+    );
+    assert_eq!(r.status(), 403);
+    assert_eq!(fingerprint(&h).await, before);
+
+    // Deactivating the admin ends their session at once and stops sign-in;
+    // reactivating lets them sign in again.
+    let page = one_audit_event!(
+        &h,
+        "deactivate",
+        owner
+            .post(
+                &format!("/admin/operators/{admin_id}/status"),
+                &[("status", "deactivated")]
+            )
+            .await
+    );
+    assert_eq!(
+        page.location,
+        "/admin/operators?notice=operator_deactivated"
+    );
+    let page = admin.get("/admin/pools").await;
+    assert_eq!(page.location, "/login?expired=1");
+    let r = h
+        .http
+        .get(h.url("/admin/api/pools"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), 401);
+    let page = no_audit_event!(
+        &h,
+        "deactivated sign-in",
+        Browser::new(&h)
+            .post_raw(
+                "/login",
+                &[("email", "new.admin@example.test"), ("password", chosen)],
+                &[]
+            )
+            .await
+    );
+    assert_eq!(page.status, StatusCode::UNAUTHORIZED);
+    let page = no_audit_event!(
+        &h,
+        "deactivate twice",
+        owner
+            .post(
+                &format!("/admin/operators/{admin_id}/status"),
+                &[("status", "deactivated")]
+            )
+            .await
+    );
+    assert_eq!(page.status, StatusCode::CONFLICT);
+    assert!(page.body.contains("the operator is already deactivated"));
+    let page = one_audit_event!(
+        &h,
+        "reactivate",
+        owner
+            .post(
+                &format!("/admin/operators/{admin_id}/status"),
+                &[("status", "active")]
+            )
+            .await
+    );
+    assert_eq!(page.location, "/admin/operators?notice=operator_active");
+    assert_eq!(
+        admin.get("/admin/pools").await.location,
+        "/login?expired=1",
+        "old sessions stay revoked"
+    );
+    let again = Browser::login(&h, "new.admin@example.test", chosen).await;
+    assert_eq!(again.get("/admin/pools").await.status, StatusCode::OK);
+
+    // The last active owner cannot be deactivated.
+    let before = fingerprint(&h).await;
+    let page = no_audit_event!(
+        &h,
+        "last owner",
+        owner
+            .post(
+                &format!("/admin/operators/{owner_id}/status"),
+                &[("status", "deactivated")]
+            )
+            .await
+    );
+    assert_eq!(page.status, StatusCode::CONFLICT);
+    assert!(page.body.contains(
+        "the last active owner cannot be deactivated; create or reactivate another owner first"
+    ));
+    assert_eq!(fingerprint(&h).await, before);
+    let r = no_audit_event!(
+        &h,
+        "last owner by json",
+        h.http
+            .post(h.url(&format!("/admin/api/operators/{owner_id}/status")))
+            .bearer_auth(&h.info.operator_token)
+            .json(&json!({"status": "deactivated"}))
+            .send()
+            .await
+            .expect("post")
+    );
+    assert_eq!(r.status(), 409);
+    // With a second owner (JSON twin), one owner may deactivate the other,
+    // but still not themselves.
+    let r = one_audit_event!(
+        &h,
+        "json create owner",
+        h.http
+            .post(h.url("/admin/api/operators"))
+            .bearer_auth(&h.info.operator_token)
+            .json(&json!({"email": "second.owner@example.test", "role": "owner"}))
+            .send()
+            .await
+            .expect("post")
+    );
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.expect("json");
+    let second_id = body["id"].as_str().expect("id").to_owned();
+    assert_eq!(body["must_change_password"], true);
+    assert!(
+        body["temporary_password"]
+            .as_str()
+            .is_some_and(|p| p.len() >= 16)
+    );
+    let r = h
+        .http
+        .post(h.url("/admin/api/operators"))
+        .bearer_auth(&h.info.operator_token)
+        .json(
+            &json!({"email": "owner.pools@example.test", "role": "owner", "pool_ids": [other.id]}),
+        )
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 422);
+    let page = no_audit_event!(
+        &h,
+        "deactivate self",
+        owner
+            .post(
+                &format!("/admin/operators/{owner_id}/status"),
+                &[("status", "deactivated")]
+            )
+            .await
+    );
+    assert!(
+        page.body
+            .contains("you cannot deactivate yourself; ask another owner to do it")
+    );
+    let r = one_audit_event!(
+        &h,
+        "json deactivate the second owner",
+        h.http
+            .post(h.url(&format!("/admin/api/operators/{second_id}/status")))
+            .bearer_auth(&h.info.operator_token)
+            .json(&json!({"status": "deactivated"}))
+            .send()
+            .await
+            .expect("post")
+    );
+    assert_eq!(r.status(), 200);
+    let listed: Value = h
+        .http
+        .get(h.url("/admin/api/operators"))
+        .bearer_auth(&h.info.operator_token)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let rows = listed["data"].as_array().expect("data");
+    let admin_row = rows
+        .iter()
+        .find(|o| o["id"] == admin_id.as_str())
+        .expect("admin listed");
+    assert_eq!(admin_row["role"], "admin");
+    assert_eq!(admin_row["pools"][0][0], demo.as_str());
+    assert!(rows.iter().all(|o| o.get("password_hash").is_none()));
+    h.stop().await;
+}
+on_both_backends!(operators_are_managed_by_the_owner, operators_page);

@@ -2,7 +2,9 @@
 
 mod support;
 
+mod accounting;
 mod admission;
+mod browser;
 mod codex_cli;
 mod console;
 mod ingress;

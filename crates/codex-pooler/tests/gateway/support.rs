@@ -86,15 +86,27 @@ impl Harness {
         accounts: usize,
         tweak: impl FnOnce(&mut Settings),
     ) -> Harness {
-        let sim = Simulator::start(
-            SocketAddr::from(([127, 0, 0, 1], 0)),
+        Self::start_with_sim(
+            backend,
             SimConfig {
                 accounts,
                 ..SimConfig::default()
             },
+            tweak,
         )
         .await
-        .expect("simulator starts");
+    }
+
+    /// As `start_with`, with the simulator configured by the caller (for
+    /// example lenient, accepting tool call ids it did not issue).
+    pub async fn start_with_sim(
+        backend: Backend,
+        sim_config: SimConfig,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Harness {
+        let sim = Simulator::start(SocketAddr::from(([127, 0, 0, 1], 0)), sim_config)
+            .await
+            .expect("simulator starts");
         let data_dir = temp_dir();
         let (url, cleanup_db) = match &backend {
             Backend::Sqlite => (

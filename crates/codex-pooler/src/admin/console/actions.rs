@@ -8,10 +8,11 @@ use serde::Serialize;
 use super::ConsoleError;
 use super::session::Operator;
 use crate::control;
+use crate::domain::keys::{self, API_KEY_KIND};
 use crate::runtime::Runtime;
 use crate::store::{
-    ApiKeySummary, AuditEventRow, AuditFilter, ImportedIdentity, PoolOverview, PoolRow,
-    PoolUpstream, QuotaWindowRow, StoreError,
+    ApiKeySummary, AuditEventRow, AuditFilter, ImportedIdentity, OperatorStatusChange,
+    OperatorSummary, PoolOverview, PoolRow, PoolUpstream, QuotaWindowRow, StoreError,
 };
 
 /// Default and largest audit pages.
@@ -23,6 +24,8 @@ pub const AUDIT_ACTIONS: &[&str] = &[
     "auth.bootstrap",
     "auth.login",
     "auth.logout",
+    "auth.password_change",
+    "auth.required_password_change",
     "operator.create",
     "operator.update",
     "operator_token.create",
@@ -36,6 +39,10 @@ pub const AUDIT_ACTIONS: &[&str] = &[
     "api_key.pause",
     "api_key.resume",
     "api_key.revoke",
+    "api_key.rotate",
+    "api_key.delete",
+    "operator.deactivate",
+    "operator.reactivate",
 ];
 
 /// A Pool with everything its page shows.
@@ -185,6 +192,173 @@ pub async fn set_key_status(
         .await?;
     rt.invalidate_caches();
     Ok(())
+}
+
+/// Gives a key of the Pool a new secret; returns (Pool, key name, raw key
+/// shown once). The runtime's key cache is emptied so the old secret stops
+/// authenticating on this instance at once.
+pub async fn rotate_key(
+    rt: &Runtime,
+    op: &Operator,
+    pool_id: &str,
+    key_id: &str,
+) -> Result<(PoolRow, String, String), ConsoleError> {
+    let pool = visible_pool(rt, op, pool_id).await?;
+    let fresh = keys::generate(API_KEY_KIND);
+    let name = rt
+        .store
+        .rotate_pool_api_key(
+            &op.actor(),
+            &pool.id,
+            key_id,
+            &fresh.prefix,
+            &fresh.secret_hash,
+        )
+        .await?;
+    rt.invalidate_caches();
+    Ok((pool, name, fresh.raw))
+}
+
+/// Deletes a key of the Pool, with its request history, when `typed_prefix`
+/// is exactly the key's prefix.
+pub async fn delete_key(
+    rt: &Runtime,
+    op: &Operator,
+    pool_id: &str,
+    key_id: &str,
+    typed_prefix: &str,
+) -> Result<ApiKeySummary, ConsoleError> {
+    let pool = visible_pool(rt, op, pool_id).await?;
+    let key = rt
+        .store
+        .find_pool_api_key(&pool.id, key_id)
+        .await?
+        .ok_or_else(|| ConsoleError::NotFound("no API key with this id in this Pool".into()))?;
+    let typed = typed_prefix.trim();
+    if typed != key.key_prefix {
+        let what = if typed.is_empty() {
+            "nothing was typed".to_owned()
+        } else {
+            format!("\"{typed}\" does not match")
+        };
+        return Err(ConsoleError::Invalid(format!(
+            "to delete the API key \"{}\", type its prefix {} exactly; {what}. Nothing was deleted.",
+            key.display_name, key.key_prefix
+        )));
+    }
+    rt.store
+        .delete_pool_api_key(&op.actor(), &pool.id, &key.id, &key.key_prefix)
+        .await?;
+    rt.invalidate_caches();
+    Ok(key)
+}
+
+/// Every operator (owner only).
+pub async fn operators(rt: &Runtime, op: &Operator) -> Result<Vec<OperatorSummary>, ConsoleError> {
+    op.require_owner()?;
+    Ok(rt.store.list_operators().await?)
+}
+
+/// Creates an operator with a generated temporary password (returned once,
+/// to be changed at first sign-in) and, for admins, their Pools. Owners see
+/// every Pool, so Pools chosen for an owner are refused rather than ignored.
+pub async fn create_operator(
+    rt: &Runtime,
+    op: &Operator,
+    email: &str,
+    role: &str,
+    pool_ids: &[String],
+) -> Result<(String, String), ConsoleError> {
+    op.require_owner()?;
+    let email = email.trim();
+    if !email.contains('@') || email.len() > 254 || email.chars().any(char::is_whitespace) {
+        return Err(ConsoleError::Invalid(
+            "email must be an address like name@example.com".into(),
+        ));
+    }
+    match role {
+        "admin" => {}
+        "owner" if pool_ids.is_empty() => {}
+        "owner" => {
+            return Err(ConsoleError::Invalid(
+                "an owner sees every Pool; leave the Pools unticked for an owner".into(),
+            ));
+        }
+        _ => return Err(ConsoleError::Invalid("role must be owner or admin".into())),
+    }
+    let mut pools = pool_ids.to_vec();
+    pools.sort();
+    pools.dedup();
+    let password = control::generate_password();
+    let for_hash = password.clone();
+    let hash = tokio::task::spawn_blocking(move || control::hash_password(&for_hash))
+        .await
+        .map_err(|_| ConsoleError::Internal)??;
+    match rt
+        .store
+        .create_operator_with_pools(&op.actor(), email, &hash, role, &pools)
+        .await
+    {
+        Ok(id) => Ok((id, password)),
+        Err(StoreError::Conflict(_)) => Err(ConsoleError::Conflict(format!(
+            "an operator with the email {} already exists",
+            email.to_ascii_lowercase()
+        ))),
+        Err(StoreError::NotFound(_)) => Err(ConsoleError::Invalid(
+            "one of the chosen Pools does not exist (any more); reload the page".into(),
+        )),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Deactivates (`deactivated`) or reactivates (`active`) an operator.
+pub async fn set_operator_status(
+    rt: &Runtime,
+    op: &Operator,
+    operator_id: &str,
+    status: &str,
+) -> Result<(), ConsoleError> {
+    op.require_owner()?;
+    if status != "deactivated" && status != "active" {
+        return Err(ConsoleError::Invalid(
+            "status must be deactivated or active".into(),
+        ));
+    }
+    let last_owner = || {
+        ConsoleError::Conflict(
+            "the last active owner cannot be deactivated; create or reactivate another owner first"
+                .into(),
+        )
+    };
+    // The acting owner is active, so the last active owner can only be
+    // reached by deactivating oneself; say which rule applies.
+    if status == "deactivated" && operator_id == op.id {
+        let owners = rt
+            .store
+            .list_operators()
+            .await?
+            .iter()
+            .filter(|o| o.role == "owner" && o.status == "active")
+            .count();
+        return Err(if owners <= 1 {
+            last_owner()
+        } else {
+            ConsoleError::Conflict(
+                "you cannot deactivate yourself; ask another owner to do it".into(),
+            )
+        });
+    }
+    match rt
+        .store
+        .set_operator_status(&op.actor(), operator_id, status)
+        .await?
+    {
+        OperatorStatusChange::Changed => Ok(()),
+        OperatorStatusChange::AlreadyThere => Err(ConsoleError::Conflict(format!(
+            "the operator is already {status}"
+        ))),
+        OperatorStatusChange::LastOwner => Err(last_owner()),
+    }
 }
 
 /// Parses a `<time>_<id>` audit cursor.

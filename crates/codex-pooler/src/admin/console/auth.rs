@@ -15,9 +15,10 @@ use serde::Deserialize;
 
 use super::ConsoleError;
 use super::session::{
-    FormPost, SESSION_TTL_MS, clear_cookie, is_cross_origin, new_token, session_cookie, token_hash,
+    FormPost, Operator, PASSWORD_PAGE, PageOperator, SESSION_TTL_MS, clear_cookie, is_cross_origin,
+    new_token, session_cookie, token_hash,
 };
-use super::views::{BootstrapPage, Chrome, LoginPage, render};
+use super::views::{BootstrapPage, Chrome, LoginPage, PasswordPage, render};
 use crate::runtime::Runtime;
 use crate::store::{AuditActor, NewSession, Store, StoreError, StoreResult};
 use crate::time::now_ms;
@@ -265,9 +266,15 @@ pub async fn login(
             },
         )
         .await?;
+    // Someone signing in with a temporary password chooses their own first.
+    let next = if operator.must_change_password {
+        PASSWORD_PAGE
+    } else {
+        "/admin/pools"
+    };
     Ok((
         [(header::SET_COOKIE, session_cookie(&raw, &parts.headers))],
-        Redirect::to("/admin/pools"),
+        Redirect::to(next),
     )
         .into_response())
 }
@@ -287,4 +294,75 @@ pub async fn logout(
         Redirect::to("/login?signed_out=1"),
     )
         .into_response())
+}
+
+fn password_page(op: &Operator, error: Option<&str>, status: StatusCode) -> Response {
+    render(
+        &PasswordPage {
+            chrome: Chrome::for_operator(op, "password"),
+            required: op.must_change_password,
+            error: error.map(str::to_owned),
+        },
+        status,
+    )
+}
+
+pub async fn password_form(PageOperator(op): PageOperator) -> Response {
+    password_page(&op, None, StatusCode::OK)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    current_password: String,
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    password_repeat: String,
+}
+
+/// Replaces the signed-in operator's password; the current one is asked for
+/// again so a session left open cannot be turned into a lasting takeover.
+pub async fn change_password(
+    State(rt): State<Arc<Runtime>>,
+    FormPost(op, form): FormPost<PasswordForm>,
+) -> Result<Response, ConsoleError> {
+    let refuse = |message: &str, status| Ok(password_page(&op, Some(message), status));
+    let stored = rt
+        .store
+        .find_operator(&op.id)
+        .await?
+        .ok_or(ConsoleError::Unauthenticated)?;
+    if !verify_password(stored.password_hash, form.current_password.clone()).await {
+        return refuse(
+            "The current password is incorrect.",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    }
+    if form.password.chars().count() < 12 {
+        return refuse(
+            "The new password must be at least 12 characters.",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    }
+    if form.password != form.password_repeat {
+        return refuse(
+            "The two new passwords differ.",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    }
+    if form.password == form.current_password {
+        return refuse(
+            "The new password must differ from the current one.",
+            StatusCode::UNPROCESSABLE_ENTITY,
+        );
+    }
+    let password = form.password.clone();
+    let hash = tokio::task::spawn_blocking(move || crate::control::hash_password(&password))
+        .await
+        .map_err(|_| ConsoleError::Internal)??;
+    rt.store
+        .change_operator_password(&op.actor(), &op.id, &hash, op.must_change_password)
+        .await?;
+    Ok(Redirect::to("/admin/pools?notice=password_changed").into_response())
 }

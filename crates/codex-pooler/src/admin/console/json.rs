@@ -140,6 +140,79 @@ pub async fn set_key_status(
     ok(StatusCode::OK, json!({"id": key_id, "status": body.status}))
 }
 
+pub async fn rotate_key(
+    State(rt): State<Arc<Runtime>>,
+    Path((pool_id, key_id)): Path<(String, String)>,
+    JsonPost(op, _): JsonPost<Value>,
+) -> ApiResult {
+    let (_, name, raw) = actions::rotate_key(&rt, &op, &pool_id, &key_id).await?;
+    ok(
+        StatusCode::OK,
+        json!({"id": key_id, "name": name, "key": raw}),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeleteKeyBody {
+    #[serde(default)]
+    confirm_prefix: String,
+}
+
+pub async fn delete_key(
+    State(rt): State<Arc<Runtime>>,
+    Path((pool_id, key_id)): Path<(String, String)>,
+    JsonPost(op, body): JsonPost<DeleteKeyBody>,
+) -> ApiResult {
+    let key = actions::delete_key(&rt, &op, &pool_id, &key_id, &body.confirm_prefix).await?;
+    ok(
+        StatusCode::OK,
+        json!({"id": key.id, "prefix": key.key_prefix, "deleted": true}),
+    )
+}
+
+pub async fn operators(State(rt): State<Arc<Runtime>>, ApiOperator(op): ApiOperator) -> ApiResult {
+    let operators = actions::operators(&rt, &op).await?;
+    ok(StatusCode::OK, json!({"data": operators}))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct NewOperator {
+    email: String,
+    role: String,
+    #[serde(default)]
+    pool_ids: Vec<String>,
+}
+
+pub async fn create_operator(
+    State(rt): State<Arc<Runtime>>,
+    JsonPost(op, body): JsonPost<NewOperator>,
+) -> ApiResult {
+    let (id, password) =
+        actions::create_operator(&rt, &op, &body.email, &body.role, &body.pool_ids).await?;
+    ok(
+        StatusCode::CREATED,
+        json!({"id": id, "email": body.email.trim().to_ascii_lowercase(), "role": body.role,
+               "temporary_password": password, "must_change_password": true}),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OperatorStatusBody {
+    status: String,
+}
+
+pub async fn set_operator_status(
+    State(rt): State<Arc<Runtime>>,
+    Path(operator_id): Path<String>,
+    JsonPost(op, body): JsonPost<OperatorStatusBody>,
+) -> ApiResult {
+    actions::set_operator_status(&rt, &op, &operator_id, &body.status).await?;
+    ok(
+        StatusCode::OK,
+        json!({"id": operator_id, "status": body.status}),
+    )
+}
+
 #[derive(Debug, Deserialize, Default)]
 pub struct AuditQuery {
     action: Option<String>,

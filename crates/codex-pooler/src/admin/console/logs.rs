@@ -7,14 +7,15 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 use super::ConsoleError;
 use super::session::PageOperator;
 use super::views::{Chrome, render};
 use crate::admin::request_logs::{STATUSES, parse_filters};
 use crate::runtime::Runtime;
+use crate::store::console_options::AccountOption;
 use crate::store::{AttemptLogRow, RequestCursor, RequestLogRow};
 
 /// Rows per page.
@@ -24,6 +25,8 @@ pub const PAGE_SIZE: i64 = 50;
 pub struct RowView {
     pub id: String,
     pub short_id: String,
+    /// The row's page position (`admitted_at_id`), as `before` takes it.
+    pub cursor: String,
     pub status: String,
     pub icon: &'static str,
     pub time: String,
@@ -41,97 +44,160 @@ pub struct RowView {
     pub hint: &'static str,
 }
 
+/// Operator hints for sanitized error codes: one line each, naming where to
+/// look next. The page's live updates get the same table (see [`labels_json`]).
+const HINTS: &[(&[&str], &str)] = &[
+    (
+        &[
+            "api_key_paused",
+            "api_key_revoked",
+            "api_key_expired",
+            "api_key_disabled",
+        ],
+        "the Pool API key is not active: check its status and expiry on the API keys page",
+    ),
+    (
+        &["model_not_allowed"],
+        "the key's policy does not allow this model",
+    ),
+    (
+        &["invalid_model"],
+        "the model is not in this Pool's catalog",
+    ),
+    (
+        &["no_eligible_backend"],
+        "no active upstream account could take it: check the Pool's assignments",
+    ),
+    (
+        &[
+            "pinned_continuation_reauth_required",
+            "identity_reauth_required",
+        ],
+        "the pinned upstream account needs reauthorization: replace its auth.json",
+    ),
+    (
+        &["pinned_continuation_unavailable"],
+        "the pinned upstream account is unavailable; the client must restart the session",
+    ),
+    (
+        &[
+            "quota_exhausted",
+            "usage_limit_reached",
+            "upstream_rate_limited",
+        ],
+        "upstream quota exhausted: see the accounts' quota windows and resets",
+    ),
+    (
+        &["quota_evidence_unavailable"],
+        "quota evidence is stale: the usage poll has not refreshed it",
+    ),
+    (
+        &["api_key_policy_limit_exceeded"],
+        "a limit of the key's policy tripped; the message names it",
+    ),
+    (
+        &["reasoning_effort_not_allowed"],
+        "the key's policy does not allow that reasoning effort",
+    ),
+    (
+        &[
+            "upstream_status",
+            "upstream_network_error",
+            "upstream_timeout",
+            "upstream_stream_error",
+            "stream_idle_timeout",
+            "server_error",
+            "upstream_request_failed",
+        ],
+        "upstream failure or timeout: see the attempts and the account's health",
+    ),
+    (
+        &["client_disconnected"],
+        "the client went away before the answer finished",
+    ),
+    (
+        &["stale_reservation_recovered"],
+        "a gateway instance stopped while this request was running",
+    ),
+    (
+        &[
+            "invalid_request",
+            "unsupported_parameter",
+            "unsupported_endpoint",
+            "websocket_upgrade_required",
+        ],
+        "the request shape is not supported by this surface",
+    ),
+    (
+        &["stream_incomplete"],
+        "a stale continuation anchor: the client must resend the full context",
+    ),
+];
+
 /// A one-line operator hint for a sanitized error code.
 pub fn hint(code: &str) -> &'static str {
-    match code {
-        "api_key_paused" | "api_key_revoked" | "api_key_expired" | "api_key_disabled" => {
-            "the Pool API key is not active: check its status and expiry on the API keys page"
-        }
-        "model_not_allowed" => "the key's policy does not allow this model",
-        "invalid_model" => "the model is not in this Pool's catalog",
-        "no_eligible_backend" => {
-            "no active upstream account could take it: check the Pool's assignments"
-        }
-        "pinned_continuation_reauth_required" | "identity_reauth_required" => {
-            "the pinned upstream account needs reauthorization: replace its auth.json"
-        }
-        "pinned_continuation_unavailable" => {
-            "the pinned upstream account is unavailable; the client must restart the session"
-        }
-        "quota_exhausted" | "usage_limit_reached" | "upstream_rate_limited" => {
-            "upstream quota exhausted: see the accounts' quota windows and resets"
-        }
-        "quota_evidence_unavailable" => {
-            "quota evidence is stale: the usage poll has not refreshed it"
-        }
-        "api_key_policy_limit_exceeded" => {
-            "a limit of the key's policy tripped; the message names it"
-        }
-        "reasoning_effort_not_allowed" => "the key's policy does not allow that reasoning effort",
-        "upstream_status"
-        | "upstream_network_error"
-        | "upstream_timeout"
-        | "upstream_stream_error"
-        | "stream_idle_timeout"
-        | "server_error"
-        | "upstream_request_failed" => {
-            "upstream failure or timeout: see the attempts and the account's health"
-        }
-        "client_disconnected" => "the client went away before the answer finished",
-        "stale_reservation_recovered" => {
-            "a gateway instance stopped while this request was running"
-        }
-        "invalid_request"
-        | "unsupported_parameter"
-        | "unsupported_endpoint"
-        | "websocket_upgrade_required" => "the request shape is not supported by this surface",
-        "stream_incomplete" => {
-            "a stale continuation anchor: the client must resend the full context"
-        }
-        _ => "",
-    }
+    HINTS
+        .iter()
+        .find(|(codes, _)| codes.contains(&code))
+        .map_or("", |(_, text)| text)
 }
 
+/// Display names of the stored transports.
+const TRANSPORTS: &[(&str, &str)] = &[
+    ("http_json", "HTTP JSON"),
+    ("http_sse", "HTTP SSE"),
+    ("http_compact_json", "HTTP JSON (compact)"),
+    ("websocket", "WebSocket"),
+    ("http_multipart", "HTTP multipart"),
+];
+
 fn transport_label(t: &str) -> &'static str {
-    match t {
-        "http_json" => "HTTP JSON",
-        "http_sse" => "HTTP SSE",
-        "http_compact_json" => "HTTP JSON (compact)",
-        "websocket" => "WebSocket",
-        "http_multipart" => "HTTP multipart",
-        _ => "other",
-    }
+    TRANSPORTS
+        .iter()
+        .find(|(stored, _)| *stored == t)
+        .map_or("other", |(_, label)| label)
+}
+
+/// Status icons; any other status shows `•`. (Glyphs that common system
+/// fonts carry: `⛨` showed as an empty box on many.)
+const ICONS: &[(&str, &str)] = &[
+    ("succeeded", "✓"),
+    ("failed", "✕"),
+    ("rejected", "⊘"),
+    ("in_progress", "◷"),
+    ("accepted", "◷"),
+];
+
+fn icon(status: &str) -> &'static str {
+    ICONS
+        .iter()
+        .find(|(s, _)| *s == status)
+        .map_or("•", |(_, icon)| icon)
+}
+
+/// The display tables above as one JSON object (`hints`, `transports`,
+/// `icons`), handed to the page's live-update script in a data attribute so
+/// rows it adds read exactly like rows rendered here.
+fn labels_json() -> String {
+    let hints: serde_json::Map<String, serde_json::Value> = HINTS
+        .iter()
+        .flat_map(|(codes, text)| codes.iter().map(move |c| ((*c).to_owned(), (*text).into())))
+        .collect();
+    let pairs = |table: &[(&str, &str)]| {
+        table
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+            .collect::<serde_json::Map<_, _>>()
+    };
+    serde_json::json!({"hints": hints, "transports": pairs(TRANSPORTS), "icons": pairs(ICONS)})
+        .to_string()
 }
 
 fn format_time(ms: i64) -> String {
-    let days = ms.div_euclid(86_400_000);
-    let rem = ms.rem_euclid(86_400_000);
-    // Civil date from days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}Z",
-        rem / 3_600_000,
-        rem / 60_000 % 60,
-        rem / 1000 % 60
-    )
+    crate::time::format_utc(ms, ' ', "Z")
 }
 
 fn view(r: &RequestLogRow) -> RowView {
-    let icon = match r.status.as_str() {
-        "succeeded" => "✓",
-        "failed" => "✕",
-        "rejected" => "⛨",
-        "in_progress" | "accepted" => "◷",
-        _ => "•",
-    };
     let usage = if r.usage_status == "usage_known" {
         format!(
             "in {} (cached {}) · out {} (reasoning {})",
@@ -166,14 +232,17 @@ fn view(r: &RequestLogRow) -> RowView {
             .into_iter()
             .rev()
             .collect(),
+        cursor: format!("{}_{}", r.admitted_at, r.id),
         status: r.status.clone(),
-        icon,
+        icon: icon(&r.status),
         time: format_time(r.admitted_at),
         account: r.upstream_account_label.clone().unwrap_or_default(),
         pool: r.pool_name.clone().unwrap_or_default(),
         plan: r.upstream_account_plan.clone().unwrap_or_default(),
         model: [
-            Some(r.requested_model.clone()),
+            // A row refused before its body was read stores the endpoint in
+            // place of the model: show no model rather than a path.
+            (r.requested_model != r.endpoint).then(|| r.requested_model.clone()),
             r.reasoning_effort.clone(),
             r.service_tier.clone(),
         ]
@@ -196,6 +265,50 @@ fn view(r: &RequestLogRow) -> RowView {
     }
 }
 
+/// One `<option>` of a filter dropdown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub value: String,
+    pub label: String,
+    pub selected: bool,
+}
+
+/// The options of a dropdown, with `current` selected. A valid current value
+/// that is not among them (an account of another Pool, a model not seen
+/// lately) is kept as a first extra option showing only the value itself, so
+/// the filter still applies and nothing about it is disclosed.
+fn choices(options: Vec<(String, String)>, current: Option<&str>) -> Vec<Choice> {
+    let mut out: Vec<Choice> = options
+        .into_iter()
+        .map(|(value, label)| Choice {
+            selected: current == Some(value.as_str()),
+            value,
+            label,
+        })
+        .collect();
+    if let Some(current) = current
+        && !out.iter().any(|c| c.selected)
+    {
+        out.insert(
+            0,
+            Choice {
+                value: current.to_owned(),
+                label: format!("{current} (not listed)"),
+                selected: true,
+            },
+        );
+    }
+    out
+}
+
+/// An account's option text: its label, and its email when that adds something.
+fn account_label(a: &AccountOption) -> String {
+    match &a.email {
+        Some(email) if !email.is_empty() && *email != a.label => format!("{} · {email}", a.label),
+        _ => a.label.clone(),
+    }
+}
+
 #[derive(Template)]
 #[template(path = "request_logs.html")]
 pub struct LogsPage {
@@ -204,10 +317,20 @@ pub struct LogsPage {
     pub warnings: Vec<String>,
     pub statuses: Vec<&'static str>,
     pub pools: Vec<(String, String)>,
+    /// Accounts of the visible Pools (of the selected Pool only, if any).
+    pub accounts: Vec<Choice>,
+    /// Models seen lately in the visible Pools (in the selected Pool, if any).
+    pub models: Vec<Choice>,
     pub q: BTreeMap<String, String>,
     pub older: Option<String>,
     /// The current filters as a query string (no paging), for the export links.
     pub export_query: String,
+    /// Live updates run on the first page only.
+    pub live: bool,
+    /// `live=0`: the operator paused them.
+    pub live_paused: bool,
+    /// [`labels_json`], for the live-update script.
+    pub labels: String,
 }
 
 impl LogsPage {
@@ -255,6 +378,23 @@ pub async fn list(
         .into_iter()
         .map(|p| (p.id, p.name))
         .collect();
+    // Choices follow the operator's scope and the selected Pool (a Pool outside
+    // the scope yields none).
+    let selected_pool = parsed.filter.pool_id.as_deref();
+    let accounts = rt
+        .store
+        .list_account_options(op.scope(), selected_pool)
+        .await?
+        .iter()
+        .map(|a| (a.id.clone(), account_label(a)))
+        .collect();
+    let models = rt
+        .store
+        .list_model_options(op.scope(), selected_pool)
+        .await?
+        .into_iter()
+        .map(|m| (m.clone(), m))
+        .collect();
     let older = (rows.len() as i64 == PAGE_SIZE)
         .then(|| rows.last().map(|r| format!("{}_{}", r.admitted_at, r.id)))
         .flatten()
@@ -271,21 +411,39 @@ pub async fn list(
         &LogsPage {
             chrome: Chrome::for_operator(&op, "logs"),
             rows: rows.iter().map(view).collect(),
-            warnings: parsed.warnings,
             statuses: STATUSES.to_vec(),
             pools,
+            accounts: choices(accounts, parsed.filter.upstream_identity_id.as_deref()),
+            models: choices(models, parsed.filter.model.as_deref()),
+            warnings: parsed.warnings,
             export_query: serde_urlencoded::to_string(
                 params
                     .iter()
-                    .filter(|(k, _)| *k != "before")
+                    .filter(|(k, _)| *k != "before" && *k != "live")
                     .collect::<Vec<_>>(),
             )
             .unwrap_or_default(),
+            live: before.is_none(),
+            live_paused: params.get("live").is_some_and(|v| v == "0"),
+            labels: labels_json(),
             q: params,
             older,
         },
         StatusCode::OK,
     ))
+}
+
+/// `GET /admin/assets/request-logs.js`: the Request logs page's live updates
+/// (a same-origin file, as the pages' Content-Security-Policy requires).
+pub async fn script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        include_str!("../../../static/request-logs.js"),
+    )
+        .into_response()
 }
 
 #[derive(Template)]
@@ -492,6 +650,32 @@ mod tests {
     fn times_are_shown_in_utc() {
         assert_eq!(format_time(0), "1970-01-01 00:00:00Z");
         assert_eq!(format_time(1_796_396_400_000), "2026-12-04 15:00:00Z");
+    }
+
+    #[test]
+    fn a_current_value_missing_from_the_options_is_kept_bare() {
+        let options = vec![("a1".to_owned(), "Alpha".to_owned())];
+        let listed = choices(options.clone(), Some("a1"));
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].selected);
+        let unlisted = choices(options.clone(), Some("zz"));
+        assert_eq!(unlisted.len(), 2);
+        assert_eq!(
+            (unlisted[0].value.as_str(), unlisted[0].label.as_str()),
+            ("zz", "zz (not listed)")
+        );
+        assert!(unlisted[0].selected && !unlisted[1].selected);
+        assert!(choices(options, None).iter().all(|c| !c.selected));
+    }
+
+    #[test]
+    fn the_script_gets_every_hint_and_label() {
+        let labels: serde_json::Value =
+            serde_json::from_str(&labels_json()).expect("labels are JSON");
+        assert_eq!(labels["hints"]["server_error"], hint("server_error"));
+        assert_eq!(labels["transports"]["http_sse"], "HTTP SSE");
+        assert_eq!(labels["icons"]["failed"], "✕");
+        assert_eq!(hint("no_such_code"), "");
     }
 
     #[test]

@@ -21,13 +21,54 @@ use std::sync::Arc;
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 use crate::control::ControlError;
 use crate::runtime::Runtime;
 use crate::store::StoreError;
 
 pub use auth::prepare_bootstrap;
+
+/// Every console route that changes something, as (method, path). The
+/// console test drives each one with and without a valid CSRF check and
+/// compares this list with the `.route(…)` calls below, so a new change route
+/// cannot be added without being listed (and tested) here.
+pub const MUTATING_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/bootstrap"),
+    ("POST", "/login"),
+    ("POST", "/logout"),
+    ("POST", "/admin/password"),
+    ("POST", "/admin/pools"),
+    ("POST", "/admin/pools/{pool_id}/upstreams"),
+    (
+        "POST",
+        "/admin/pools/{pool_id}/upstreams/{identity_id}/status",
+    ),
+    ("POST", "/admin/pools/{pool_id}/api-keys"),
+    ("POST", "/admin/pools/{pool_id}/api-keys/{key_id}/status"),
+    ("POST", "/admin/pools/{pool_id}/api-keys/{key_id}/rotate"),
+    ("POST", "/admin/pools/{pool_id}/api-keys/{key_id}/delete"),
+    ("POST", "/admin/operators"),
+    ("POST", "/admin/operators/{operator_id}/status"),
+    ("POST", "/admin/api/pools"),
+    ("POST", "/admin/api/pools/{pool_id}/upstreams"),
+    (
+        "POST",
+        "/admin/api/pools/{pool_id}/upstreams/{identity_id}/status",
+    ),
+    ("POST", "/admin/api/pools/{pool_id}/api-keys"),
+    (
+        "POST",
+        "/admin/api/pools/{pool_id}/api-keys/{key_id}/status",
+    ),
+    (
+        "POST",
+        "/admin/api/pools/{pool_id}/api-keys/{key_id}/rotate",
+    ),
+    ("DELETE", "/admin/api/pools/{pool_id}/api-keys/{key_id}"),
+    ("POST", "/admin/api/operators"),
+    ("POST", "/admin/api/operators/{operator_id}/status"),
+];
 
 /// The console's routes (pages and JSON).
 pub fn router() -> Router<Arc<Runtime>> {
@@ -41,6 +82,7 @@ pub fn router() -> Router<Arc<Runtime>> {
         .route("/admin", get(pages::home))
         .route("/admin/", get(pages::home))
         .route("/admin/assets/console.css", get(pages::stylesheet))
+        .route("/admin/assets/request-logs.js", get(logs::script))
         .route("/admin/pools", get(pages::pools).post(pages::create_pool))
         .route("/admin/pools/{pool_id}", get(pages::pool))
         .route(
@@ -55,6 +97,26 @@ pub fn router() -> Router<Arc<Runtime>> {
         .route(
             "/admin/pools/{pool_id}/api-keys/{key_id}/status",
             post(pages::set_key_status),
+        )
+        .route(
+            "/admin/pools/{pool_id}/api-keys/{key_id}/rotate",
+            post(pages::rotate_key),
+        )
+        .route(
+            "/admin/pools/{pool_id}/api-keys/{key_id}/delete",
+            post(pages::delete_key),
+        )
+        .route(
+            "/admin/operators",
+            get(pages::operators).post(pages::create_operator),
+        )
+        .route(
+            "/admin/operators/{operator_id}/status",
+            post(pages::set_operator_status),
+        )
+        .route(
+            "/admin/password",
+            get(auth::password_form).post(auth::change_password),
         )
         .route("/admin/audit", get(pages::audit))
         .route("/admin/request-logs", get(logs::list))
@@ -80,6 +142,22 @@ pub fn router() -> Router<Arc<Runtime>> {
         .route(
             "/admin/api/pools/{pool_id}/api-keys/{key_id}/status",
             post(json::set_key_status),
+        )
+        .route(
+            "/admin/api/pools/{pool_id}/api-keys/{key_id}/rotate",
+            post(json::rotate_key),
+        )
+        .route(
+            "/admin/api/pools/{pool_id}/api-keys/{key_id}",
+            delete(json::delete_key),
+        )
+        .route(
+            "/admin/api/operators",
+            get(json::operators).post(json::create_operator),
+        )
+        .route(
+            "/admin/api/operators/{operator_id}/status",
+            post(json::set_operator_status),
         )
         .route("/admin/api/audit-events", get(json::audit_events));
     pages.merge(api)

@@ -13,8 +13,8 @@ use super::ConsoleError;
 use super::actions::{self, AUDIT_ACTIONS, AUDIT_PAGE};
 use super::session::{FormPost, Operator, PageOperator};
 use super::views::{
-    AuditPage, AuditView, Chrome, KeyCreatedPage, KeyView, PoolPage, PoolsPage, UpstreamView,
-    render,
+    AuditPage, AuditView, Chrome, KeyCreatedPage, KeyView, OperatorCreatedPage, OperatorView,
+    OperatorsPage, PoolChoice, PoolPage, PoolsPage, UpstreamView, render,
 };
 use crate::runtime::Runtime;
 use crate::store::AuditFilter;
@@ -45,6 +45,10 @@ fn notice(code: Option<&str>) -> Option<String> {
         "key_paused" => "API key paused.",
         "key_active" => "API key resumed.",
         "key_revoked" => "API key revoked.",
+        "key_deleted" => "API key deleted, with its request history.",
+        "operator_deactivated" => "Operator deactivated; their sessions were signed out.",
+        "operator_active" => "Operator reactivated.",
+        "password_changed" => "Your password was changed.",
         _ => return None,
     };
     Some(text.to_owned())
@@ -258,6 +262,7 @@ pub async fn create_key(
                 pool,
                 name: form.name.trim().to_owned(),
                 raw_key,
+                verb: "created",
             },
             StatusCode::CREATED,
         )),
@@ -283,6 +288,153 @@ pub async fn set_key_status(
         ))
         .into_response()),
         Err(err) => refused(&rt, &op, &pool_id, err, PoolFormsEcho::default()).await,
+    }
+}
+
+pub async fn rotate_key(
+    State(rt): State<Arc<Runtime>>,
+    Path((pool_id, key_id)): Path<(String, String)>,
+    FormPost(op, super::auth::Empty {}): FormPost<super::auth::Empty>,
+) -> Result<Response, ConsoleError> {
+    match actions::rotate_key(&rt, &op, &pool_id, &key_id).await {
+        Ok((pool, name, raw_key)) => Ok(render(
+            &KeyCreatedPage {
+                chrome: Chrome::for_operator(&op, "pools"),
+                pool,
+                name,
+                raw_key,
+                verb: "rotated",
+            },
+            StatusCode::OK,
+        )),
+        Err(err) => refused(&rt, &op, &pool_id, err, PoolFormsEcho::default()).await,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeleteKeyForm {
+    #[serde(default)]
+    confirm_prefix: String,
+}
+
+pub async fn delete_key(
+    State(rt): State<Arc<Runtime>>,
+    Path((pool_id, key_id)): Path<(String, String)>,
+    FormPost(op, form): FormPost<DeleteKeyForm>,
+) -> Result<Response, ConsoleError> {
+    match actions::delete_key(&rt, &op, &pool_id, &key_id, &form.confirm_prefix).await {
+        Ok(_) => Ok(
+            Redirect::to(&format!("/admin/pools/{pool_id}?notice=key_deleted#keys"))
+                .into_response(),
+        ),
+        Err(err) => refused(&rt, &op, &pool_id, err, PoolFormsEcho::default()).await,
+    }
+}
+
+/// The new-operator form as submitted: repeated `pool` fields, so read as pairs.
+#[derive(Default)]
+struct OperatorForm {
+    email: String,
+    role: String,
+    pools: Vec<String>,
+}
+
+impl OperatorForm {
+    fn from_pairs(pairs: Vec<(String, String)>) -> Self {
+        let mut form = OperatorForm::default();
+        for (name, value) in pairs {
+            match name.as_str() {
+                "email" => form.email = value,
+                "role" => form.role = value,
+                "pool" => form.pools.push(value),
+                _ => {}
+            }
+        }
+        form
+    }
+}
+
+async fn operators_page(
+    rt: &Runtime,
+    op: &Operator,
+    error: Option<ConsoleError>,
+    form: Option<&OperatorForm>,
+    notice_code: Option<&str>,
+) -> Result<Response, ConsoleError> {
+    let operators = actions::operators(rt, op).await?;
+    let pools = actions::pools(rt, op).await?;
+    let status = error.as_ref().map_or(StatusCode::OK, ConsoleError::status);
+    Ok(render(
+        &OperatorsPage {
+            chrome: Chrome::for_operator(op, "operators"),
+            operators: operators.iter().map(OperatorView::from).collect(),
+            pools: pools
+                .into_iter()
+                .map(|p| PoolChoice {
+                    checked: form.is_some_and(|f| f.pools.contains(&p.id)),
+                    id: p.id,
+                    name: p.name,
+                })
+                .collect(),
+            error: error.map(|e| e.to_string()),
+            notice: notice(notice_code),
+            email: form.map(|f| f.email.clone()).unwrap_or_default(),
+            admin_role: form.is_none_or(|f| f.role != "owner"),
+        },
+        status,
+    ))
+}
+
+pub async fn operators(
+    State(rt): State<Arc<Runtime>>,
+    PageOperator(op): PageOperator,
+    Query(q): Query<NoticeQuery>,
+) -> Result<Response, ConsoleError> {
+    operators_page(&rt, &op, None, None, q.notice.as_deref()).await
+}
+
+pub async fn create_operator(
+    State(rt): State<Arc<Runtime>>,
+    FormPost(op, pairs): FormPost<Vec<(String, String)>>,
+) -> Result<Response, ConsoleError> {
+    let form = OperatorForm::from_pairs(pairs);
+    match actions::create_operator(&rt, &op, &form.email, &form.role, &form.pools).await {
+        Ok((_, password)) => Ok(render(
+            &OperatorCreatedPage {
+                chrome: Chrome::for_operator(&op, "operators"),
+                email: form.email.trim().to_ascii_lowercase(),
+                role: form.role.clone(),
+                password,
+            },
+            StatusCode::CREATED,
+        )),
+        Err(err @ (ConsoleError::Invalid(_) | ConsoleError::Conflict(_))) => {
+            operators_page(&rt, &op, Some(err), Some(&form), None).await
+        }
+        Err(other) => Err(other),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct OperatorStatusForm {
+    #[serde(default)]
+    status: String,
+}
+
+pub async fn set_operator_status(
+    State(rt): State<Arc<Runtime>>,
+    Path(operator_id): Path<String>,
+    FormPost(op, form): FormPost<OperatorStatusForm>,
+) -> Result<Response, ConsoleError> {
+    match actions::set_operator_status(&rt, &op, &operator_id, &form.status).await {
+        Ok(()) => Ok(
+            Redirect::to(&format!("/admin/operators?notice=operator_{}", form.status))
+                .into_response(),
+        ),
+        Err(err @ (ConsoleError::Invalid(_) | ConsoleError::Conflict(_))) => {
+            operators_page(&rt, &op, Some(err), None, None).await
+        }
+        Err(other) => Err(other),
     }
 }
 

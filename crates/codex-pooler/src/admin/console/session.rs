@@ -33,6 +33,8 @@ pub const SESSION_COOKIE: &str = "cxp_session";
 pub const SESSION_TTL_MS: i64 = 14 * 24 * 3600 * 1000;
 /// Largest form or JSON body the console reads (a 64 KB auth.json, URL-encoded).
 pub const MAX_BODY_BYTES: usize = 512 * 1024;
+/// Where an operator with a temporary password chooses their own.
+pub const PASSWORD_PAGE: &str = "/admin/password";
 /// How often `last_seen_at` is written for a busy session.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
@@ -129,6 +131,9 @@ pub struct Operator {
     /// The session's CSRF token (empty for operator tokens).
     pub csrf: String,
     pub ip: Option<String>,
+    /// Signed in with a temporary password that must be replaced before
+    /// anything else (sessions only).
+    pub must_change_password: bool,
 }
 
 impl Operator {
@@ -199,6 +204,7 @@ async fn from_session(rt: &Runtime, parts: &Parts) -> Result<Operator, Missing> 
         session_id: Some(session.session_id),
         csrf: csrf_for(&raw),
         ip: client_ip(parts),
+        must_change_password: session.must_change_password,
     })
 }
 
@@ -239,6 +245,7 @@ async fn from_operator_token(rt: &Runtime, parts: &Parts) -> Result<Operator, Mi
         session_id: None,
         csrf: String::new(),
         ip: client_ip(parts),
+        must_change_password: false,
     })
 }
 
@@ -254,6 +261,14 @@ impl FromRequestParts<Arc<Runtime>> for PageOperator {
         rt: &Arc<Runtime>,
     ) -> Result<Self, Self::Rejection> {
         match from_session(rt, parts).await {
+            // A temporary password is replaced before anything else; signing
+            // out stays possible.
+            Ok(op)
+                if op.must_change_password
+                    && !matches!(parts.uri.path(), PASSWORD_PAGE | "/logout") =>
+            {
+                Err(Redirect::to(PASSWORD_PAGE).into_response())
+            }
             Ok(op) => Ok(PageOperator(op)),
             Err(Missing::None) => Err(Redirect::to("/login").into_response()),
             Err(Missing::Invalid) => Err((
@@ -313,9 +328,16 @@ impl FromRequestParts<Arc<Runtime>> for ApiOperator {
             Err(Missing::None) => from_session(rt, parts).await,
             other => other,
         };
-        found
-            .map(ApiOperator)
-            .map_err(|_| ConsoleError::Unauthenticated.into_json())
+        match found {
+            Ok(op) if op.must_change_password && parts.uri.path() != "/admin/api/me" => {
+                Err(ConsoleError::Forbidden(format!(
+                    "change your temporary password at {PASSWORD_PAGE} first"
+                ))
+                .into_json())
+            }
+            Ok(op) => Ok(ApiOperator(op)),
+            Err(_) => Err(ConsoleError::Unauthenticated.into_json()),
+        }
     }
 }
 

@@ -8,7 +8,8 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::session::Operator;
 use crate::store::{
-    ApiKeySummary, AuditEventRow, PoolOverview, PoolRow, PoolUpstream, QuotaWindowRow,
+    ApiKeySummary, AuditEventRow, OperatorSummary, PoolOverview, PoolRow, PoolUpstream,
+    QuotaWindowRow,
 };
 
 /// What the layout needs: who is signed in, their CSRF token, the section.
@@ -62,6 +63,15 @@ pub struct LoginPage {
     pub email: String,
     pub error: Option<String>,
     pub notice: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "password.html")]
+pub struct PasswordPage {
+    pub chrome: Chrome,
+    /// The operator signed in with a temporary password.
+    pub required: bool,
+    pub error: Option<String>,
 }
 
 #[derive(Template)]
@@ -187,6 +197,75 @@ pub struct KeyCreatedPage {
     pub pool: PoolRow,
     pub name: String,
     pub raw_key: String,
+    /// `created` or `rotated`.
+    pub verb: &'static str,
+}
+
+/// One operator row, formatted.
+#[derive(Debug, Clone)]
+pub struct OperatorView {
+    pub id: String,
+    pub email: String,
+    pub role: String,
+    pub status: String,
+    pub active: bool,
+    pub must_change_password: bool,
+    pub pools: String,
+    pub created: String,
+}
+
+impl From<&OperatorSummary> for OperatorView {
+    fn from(o: &OperatorSummary) -> Self {
+        OperatorView {
+            id: o.id.clone(),
+            email: o.email.clone(),
+            role: o.role.clone(),
+            status: o.status.clone(),
+            active: o.status == "active",
+            must_change_password: o.must_change_password,
+            pools: if o.role == "owner" {
+                "all Pools".into()
+            } else if o.pools.is_empty() {
+                "none".into()
+            } else {
+                o.pools
+                    .iter()
+                    .map(|(_, name)| name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+            created: format_time(o.created_at),
+        }
+    }
+}
+
+/// A Pool offered in the new-operator form.
+#[derive(Debug, Clone)]
+pub struct PoolChoice {
+    pub id: String,
+    pub name: String,
+    pub checked: bool,
+}
+
+#[derive(Template)]
+#[template(path = "operators.html")]
+pub struct OperatorsPage {
+    pub chrome: Chrome,
+    pub operators: Vec<OperatorView>,
+    pub pools: Vec<PoolChoice>,
+    pub error: Option<String>,
+    pub notice: Option<String>,
+    pub email: String,
+    pub admin_role: bool,
+}
+
+#[derive(Template)]
+#[template(path = "operator_created.html")]
+pub struct OperatorCreatedPage {
+    pub chrome: Chrome,
+    pub email: String,
+    pub role: String,
+    pub password: String,
 }
 
 /// One audit event, formatted.
@@ -242,39 +321,11 @@ pub struct MessagePage {
 
 /// Epoch milliseconds as `YYYY-MM-DD HH:MM:SS UTC`.
 pub fn format_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02} UTC",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    crate::time::format_utc(ms, ' ', " UTC")
 }
 
 fn opt_time(ms: Option<i64>) -> String {
     ms.map(format_time).unwrap_or_else(|| "—".into())
-}
-
-/// Gregorian (year, month, day) of a day count since 1970-01-01.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    // Shift to a calendar whose years start on 1 March, in 400-year eras.
-    let shifted = days + 719_468;
-    let era = shifted.div_euclid(146_097);
-    let day_of_era = shifted.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_from_march = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
-    let month = if month_from_march < 10 {
-        month_from_march + 3
-    } else {
-        month_from_march - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
 }
 
 #[cfg(test)]

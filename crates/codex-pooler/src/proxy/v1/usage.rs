@@ -1,6 +1,8 @@
-//! `GET /v1/usage`: the calling key's totals from its request rows (requests
-//! that went upstream, their tokens and settled cost). Key limits and
-//! upstream limits are not modelled yet and are reported as empty lists.
+//! `GET /v1/usage`: the calling key's own totals and limits. Totals come
+//! from the daily rollups (they survive request-log pruning) plus the rows
+//! still in progress; limits are the key's configured limits with what it
+//! has used of each window (`proxy::key_usage`). Upstream limits belong to
+//! the Pool's accounts, not the key, and are not shown.
 
 use std::sync::Arc;
 
@@ -10,15 +12,16 @@ use serde_json::json;
 
 use super::Admitted;
 use crate::error::GatewayError;
-use crate::proxy::admission::{self, RowFacts};
+use crate::proxy::admission::RowFacts;
+use crate::proxy::key_usage;
 use crate::runtime::Runtime;
-use crate::store::{KeyUsageTotals, RecordEvent};
+use crate::store::KeyWindowUsage;
 
 const ENDPOINT: &str = "/v1/usage";
 
 /// `complete` when every counted request has a settled cost, else `partial`.
-fn cost_status(t: &KeyUsageTotals) -> &'static str {
-    if t.unpriced_count == 0 && t.pending_count == 0 {
+fn cost_status(u: &KeyWindowUsage) -> &'static str {
+    if u.measures.metered_count == u.measures.priced_count && u.pending_count == 0 {
         "complete"
     } else {
         "partial"
@@ -30,28 +33,34 @@ pub async fn handle(rt: Arc<Runtime>, headers: HeaderMap) -> Response {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let totals = match rt.store.key_usage_totals(&key.id).await {
-        Ok(t) => t,
+    let usage = match rt.store.key_window_usage(&key.id, 0).await {
+        Ok(u) => u,
         Err(err) => {
             tracing::error!(error = %err, "reading key usage failed");
             return GatewayError::Internal.into_response();
         }
     };
+    let limits = match rt.key_policy(&key.id).await {
+        Ok(policy) => key_usage::limit_views(&rt, &key.id, &policy).await,
+        Err(err) => {
+            tracing::error!(error = %err, "loading the key policy failed");
+            Err(GatewayError::Internal)
+        }
+    };
+    let limits = match limits {
+        Ok(l) => l,
+        Err(err) => return err.into_response(),
+    };
     let facts = RowFacts::from_headers(ENDPOINT, "http_json", &headers);
-    let mut row = admission::new_row(&key, &facts, "succeeded", "not_applicable");
-    row.completed_at = Some(row.admitted_at);
-    row.response_status_code = Some(200);
-    row.request_metadata =
-        json!({"api_key": {"prefix": key.key_prefix}, "operation": "usage"}).to_string();
-    rt.recorder.send(RecordEvent::Request(Box::new(row))).await;
-    crate::ops::record_outcome(ENDPOINT, "succeeded", None);
+    key_usage::record_read(&rt, &key, &facts, "usage").await;
+    let m = &usage.measures;
     axum::Json(json!({
-        "request_count": totals.request_count,
-        "total_tokens": totals.total_tokens,
-        "cached_input_tokens": totals.cached_input_tokens,
-        "total_cost_usd": totals.settled_cost_micros as f64 / 1_000_000.0,
-        "total_cost_status": cost_status(&totals),
-        "limits": [],
+        "request_count": m.metered_count + usage.pending_count,
+        "total_tokens": m.total_tokens,
+        "cached_input_tokens": m.cached_input_tokens,
+        "total_cost_usd": m.settled_cost_micros as f64 / 1_000_000.0,
+        "total_cost_status": cost_status(&usage),
+        "limits": limits,
         "upstream_limits": [],
     }))
     .into_response()
