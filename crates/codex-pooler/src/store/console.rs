@@ -147,11 +147,94 @@ pub enum OperatorStatusChange {
 }
 
 /// Filters of the audit list; `before` is the keyset cursor (time, id).
-#[derive(Debug, Clone, Default)]
+/// `occurred_from` is inclusive and `occurred_before` exclusive (epoch ms).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
+    pub pool_id: Option<String>,
+    pub outcome: Option<String>,
     pub action: Option<String>,
     pub actor: Option<String>,
+    pub target_kind: Option<String>,
+    pub target_id: Option<String>,
+    pub occurred_from: Option<i64>,
+    pub occurred_before: Option<i64>,
     pub before: Option<(i64, String)>,
+}
+
+/// The routing settings of a Pool an operator can edit.
+#[derive(Debug, Clone, PartialEq, Eq, FromRow, Serialize)]
+pub struct PoolRoutingSettings {
+    pub routing_strategy: String,
+    pub bridge_ring_size: i64,
+    pub sticky_websocket_sessions: bool,
+    pub sticky_http_sessions: bool,
+    pub prompt_cache_affinity_enabled: bool,
+    pub v1_compatibility_enabled: bool,
+}
+
+impl PoolRoutingSettings {
+    /// Names and (old, new) values of the fields that differ in `new`.
+    pub fn changes(&self, new: &PoolRoutingSettings) -> serde_json::Map<String, serde_json::Value> {
+        let mut out = serde_json::Map::new();
+        let mut note = |name: &str, old: serde_json::Value, new: serde_json::Value| {
+            if old != new {
+                out.insert(name.to_owned(), serde_json::json!({"from": old, "to": new}));
+            }
+        };
+        note(
+            "routing_strategy",
+            self.routing_strategy.clone().into(),
+            new.routing_strategy.clone().into(),
+        );
+        note(
+            "bridge_ring_size",
+            self.bridge_ring_size.into(),
+            new.bridge_ring_size.into(),
+        );
+        note(
+            "sticky_websocket_sessions",
+            self.sticky_websocket_sessions.into(),
+            new.sticky_websocket_sessions.into(),
+        );
+        note(
+            "sticky_http_sessions",
+            self.sticky_http_sessions.into(),
+            new.sticky_http_sessions.into(),
+        );
+        note(
+            "prompt_cache_affinity_enabled",
+            self.prompt_cache_affinity_enabled.into(),
+            new.prompt_cache_affinity_enabled.into(),
+        );
+        note(
+            "v1_compatibility_enabled",
+            self.v1_compatibility_enabled.into(),
+            new.v1_compatibility_enabled.into(),
+        );
+        out
+    }
+}
+
+/// What a request to change a Pool's status did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolStatusChange {
+    /// Changed; archiving also revoked this many keys.
+    Changed { keys_revoked: u64 },
+    /// The Pool already had that status; nothing was written.
+    AlreadyThere,
+    /// Refused: the Pool is archived, which is final.
+    Archived,
+}
+
+/// What saving a Pool's routing settings did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PoolSettingsChange {
+    /// Saved; the names of the fields that changed.
+    Changed(Vec<String>),
+    /// Every value was already the same; nothing was written.
+    Unchanged,
+    /// Refused: the Pool is archived.
+    Archived,
 }
 
 /// `LIKE` pattern matching `text` anywhere, with `\` as the escape character.
@@ -493,10 +576,150 @@ impl Store {
                AND (CAST($2 AS TEXT) IS NULL OR action = $2)
                AND (CAST($3 AS TEXT) IS NULL OR LOWER(COALESCE(actor_label, '')) LIKE $3 ESCAPE '\\')
                AND (CAST($4 AS BIGINT) IS NULL OR occurred_at < $4 OR (occurred_at = $4 AND id < $5))
+               AND (CAST($7 AS TEXT) IS NULL OR pool_id = $7)
+               AND (CAST($8 AS TEXT) IS NULL OR outcome = $8)
+               AND (CAST($9 AS TEXT) IS NULL OR target_kind = $9)
+               AND (CAST($10 AS TEXT) IS NULL OR target_id = $10)
+               AND (CAST($11 AS BIGINT) IS NULL OR occurred_at >= $11)
+               AND (CAST($12 AS BIGINT) IS NULL OR occurred_at < $12)
              ORDER BY occurred_at DESC, id DESC LIMIT $6")
             .bind(scope.operator()).bind(filter.action.as_deref()).bind(actor.as_deref())
             .bind(before_at).bind(before_id).bind(limit)
+            .bind(filter.pool_id.as_deref()).bind(filter.outcome.as_deref())
+            .bind(filter.target_kind.as_deref()).bind(filter.target_id.as_deref())
+            .bind(filter.occurred_from).bind(filter.occurred_before)
             .fetch_all(pool).await)?)
+    }
+
+    /// One audit event by id, if visible in `scope` (the list's rule).
+    pub async fn find_audit_event(
+        &self,
+        scope: PoolScope<'_>,
+        id: &str,
+    ) -> StoreResult<Option<AuditEventRow>> {
+        Ok(with_pool!(self, pool => sqlx::query_as::<_, AuditEventRow>(
+            "SELECT id, occurred_at, actor_kind, actor_id, actor_label, action, target_kind, target_id, pool_id,
+                    outcome, ip, details
+             FROM audit_events
+             WHERE id = $2
+               AND (CAST($1 AS TEXT) IS NULL OR actor_id = $1
+                    OR pool_id IN (SELECT op.pool_id FROM operator_pools op WHERE op.operator_id = $1))")
+            .bind(scope.operator()).bind(id)
+            .fetch_optional(pool).await)?)
+    }
+
+    /// A Pool's editable routing settings.
+    pub async fn pool_routing_settings(&self, pool_id: &str) -> StoreResult<PoolRoutingSettings> {
+        let row = with_pool!(self, pool => sqlx::query_as::<_, PoolRoutingSettings>(
+            "SELECT routing_strategy, bridge_ring_size, sticky_websocket_sessions, sticky_http_sessions,
+                    prompt_cache_affinity_enabled, v1_compatibility_enabled
+             FROM pool_routing_settings WHERE pool_id = $1")
+            .bind(pool_id).fetch_optional(pool).await)?;
+        row.ok_or(StoreError::NotFound("routing settings of this Pool"))
+    }
+
+    /// Saves a Pool's routing settings (`pool.update`, naming each changed
+    /// field with its old and new value). Nothing is written when nothing
+    /// differs; an archived Pool is refused. The values are read first and
+    /// the UPDATE only matches them, so a concurrent edit is not overwritten
+    /// silently (it answers a conflict).
+    pub async fn update_pool_routing_settings(
+        &self,
+        actor: &AuditActor,
+        pool_id: &str,
+        new: &PoolRoutingSettings,
+    ) -> StoreResult<PoolSettingsChange> {
+        let status: Option<(String,)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT status FROM pools WHERE id = $1").bind(pool_id).fetch_optional(pool).await)?;
+        match status {
+            None => return Err(StoreError::NotFound("Pool")),
+            Some((s,)) if s == "archived" => return Ok(PoolSettingsChange::Archived),
+            Some(_) => {}
+        }
+        let old = self.pool_routing_settings(pool_id).await?;
+        let changes = old.changes(new);
+        if changes.is_empty() {
+            return Ok(PoolSettingsChange::Unchanged);
+        }
+        let fields: Vec<String> = changes.keys().cloned().collect();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query(
+                "UPDATE pool_routing_settings SET routing_strategy = $2, bridge_ring_size = $3,
+                        sticky_websocket_sessions = $4, sticky_http_sessions = $5,
+                        prompt_cache_affinity_enabled = $6, v1_compatibility_enabled = $7, updated_at = $8
+                 WHERE pool_id = $1 AND routing_strategy = $9 AND bridge_ring_size = $10
+                   AND sticky_websocket_sessions = $11 AND sticky_http_sessions = $12
+                   AND prompt_cache_affinity_enabled = $13 AND v1_compatibility_enabled = $14
+                   AND EXISTS (SELECT 1 FROM pools p WHERE p.id = $1 AND p.status <> 'archived')")
+                .bind(pool_id).bind(&new.routing_strategy).bind(new.bridge_ring_size)
+                .bind(new.sticky_websocket_sessions).bind(new.sticky_http_sessions)
+                .bind(new.prompt_cache_affinity_enabled).bind(new.v1_compatibility_enabled).bind(now_ms())
+                .bind(&old.routing_strategy).bind(old.bridge_ring_size)
+                .bind(old.sticky_websocket_sessions).bind(old.sticky_http_sessions)
+                .bind(old.prompt_cache_affinity_enabled).bind(old.v1_compatibility_enabled)
+                .execute(&mut *tx).await?.rows_affected();
+            if changed != 1 {
+                return Err(StoreError::Conflict("a newer edit of this Pool's settings"));
+            }
+            insert_audit!(tx, AuditEntry {
+                actor, action: "pool.update", target_kind: "pool", target_id: Some(pool_id), pool_id: Some(pool_id),
+                details: serde_json::json!({"fields": fields, "changes": changes}),
+            });
+            tx.commit().await?;
+            Ok(PoolSettingsChange::Changed(fields))
+        })
+    }
+
+    /// Disables (`pool.disable`), enables (`pool.enable`) or archives
+    /// (`pool.archive`) a Pool. Archiving is final and revokes the Pool's
+    /// unrevoked API keys in the same transaction, so they stop
+    /// authenticating.
+    pub async fn set_pool_status(
+        &self,
+        actor: &AuditActor,
+        pool_id: &str,
+        status: &str,
+    ) -> StoreResult<PoolStatusChange> {
+        let action = match status {
+            "disabled" => "pool.disable",
+            "active" => "pool.enable",
+            "archived" => "pool.archive",
+            _ => return Err(StoreError::Corrupt(format!("unknown Pool status {status}"))),
+        };
+        // Read first (see `rotate_pool_api_key`); the UPDATE only matches the
+        // status read here.
+        let current: Option<(String,)> = with_pool!(self, pool => sqlx::query_as(
+            "SELECT status FROM pools WHERE id = $1").bind(pool_id).fetch_optional(pool).await)?;
+        let from = match current {
+            None => return Err(StoreError::NotFound("Pool")),
+            Some((s,)) if s == "archived" => return Ok(PoolStatusChange::Archived),
+            Some((s,)) if s == status => return Ok(PoolStatusChange::AlreadyThere),
+            Some((s,)) => s,
+        };
+        let now = now_ms();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query("UPDATE pools SET status = $2, updated_at = $3 WHERE id = $1 AND status = $4")
+                .bind(pool_id).bind(status).bind(now).bind(&from)
+                .execute(&mut *tx).await?.rows_affected();
+            if changed != 1 {
+                return Err(StoreError::Conflict("a newer status change of this Pool"));
+            }
+            let keys_revoked = if status == "archived" {
+                sqlx::query("UPDATE api_keys SET status = 'revoked', revoked_at = $2, updated_at = $2
+                             WHERE pool_id = $1 AND status <> 'revoked'")
+                    .bind(pool_id).bind(now).execute(&mut *tx).await?.rows_affected()
+            } else {
+                0
+            };
+            insert_audit!(tx, AuditEntry {
+                actor, action, target_kind: "pool", target_id: Some(pool_id), pool_id: Some(pool_id),
+                details: serde_json::json!({"fields": ["status"], "from": from, "status": status, "keys_revoked": keys_revoked}),
+            });
+            tx.commit().await?;
+            Ok(PoolStatusChange::Changed { keys_revoked })
+        })
     }
 
     /// One API key of `pool_id`, without its hash.

@@ -1684,7 +1684,7 @@ async fn owner_csp(h: &Harness, b: &Browser) -> String {
 /// Rows a console change could touch, one text line per table: a refused
 /// change must leave them all equal.
 async fn fingerprint(h: &Harness) -> Vec<String> {
-    const QUERIES: [&str; 7] = [
+    const QUERIES: [&str; 8] = [
         "SELECT id || ':' || status || ':' || slug FROM pools ORDER BY id",
         "SELECT id || ':' || status || ':' || key_prefix || ':' || key_hash FROM api_keys ORDER BY id",
         "SELECT id || ':' || status || ':' || role || ':' || CAST(must_change_password AS TEXT) FROM operators ORDER BY id",
@@ -1692,6 +1692,7 @@ async fn fingerprint(h: &Harness) -> Vec<String> {
         "SELECT id || ':' || COALESCE(CAST(revoked_at AS TEXT), '-') FROM admin_sessions ORDER BY id",
         "SELECT id || ':' || status || ':' || CAST(updated_at AS TEXT) FROM upstream_identities ORDER BY id",
         "SELECT id || ':' || status FROM pool_assignments ORDER BY id",
+        "SELECT pool_id || ':' || routing_strategy || ':' || CAST(bridge_ring_size AS TEXT) || ':' || CAST(updated_at AS TEXT) FROM pool_routing_settings ORDER BY pool_id",
     ];
     let mut out = Vec::new();
     for q in QUERIES {
@@ -1884,6 +1885,23 @@ impl ChangeFixture {
                 &[("slug", &format!("route-{n}")), ("name", "Route")],
                 StatusCode::SEE_OTHER,
             ),
+            ("POST", "/admin/pools/{pool_id}/settings") => {
+                let ring = (2 + n % 60).to_string();
+                Change::form(
+                    format!("/admin/pools/{pool}/settings"),
+                    &[
+                        ("routing_strategy", "quota_first"),
+                        ("bridge_ring_size", &ring),
+                        ("v1_compatibility_enabled", "on"),
+                    ],
+                    StatusCode::SEE_OTHER,
+                )
+            }
+            ("POST", "/admin/pools/{pool_id}/status") => Change::form(
+                format!("/admin/pools/{pool}/status"),
+                &[("status", "disabled")],
+                StatusCode::SEE_OTHER,
+            ),
             ("POST", "/admin/pools/{pool_id}/upstreams") => Change::form(
                 format!("/admin/pools/{pool}/upstreams"),
                 &[("auth_json", &self.auth_json(h)), ("label", "via form")],
@@ -1954,6 +1972,19 @@ impl ChangeFixture {
                 pattern.into(),
                 json!({"slug": format!("api-route-{n}"), "name": "Api route"}),
                 StatusCode::CREATED,
+            ),
+            ("POST", "/admin/api/pools/{pool_id}/settings") => Change::json(
+                Method::POST,
+                format!("/admin/api/pools/{pool}/settings"),
+                json!({"bridge_ring_size": 2 + n % 60, "sticky_http_sessions": true}),
+                StatusCode::OK,
+            ),
+            ("POST", "/admin/api/pools/{pool_id}/status") => Change::json(
+                Method::POST,
+                format!("/admin/api/pools/{pool}/status"),
+                // The form case disabled it.
+                json!({"status": "active"}),
+                StatusCode::OK,
             ),
             ("POST", "/admin/api/pools/{pool_id}/upstreams") => Change::json(
                 Method::POST,
@@ -2970,3 +3001,672 @@ async fn operators_page(backend: Backend) {
     h.stop().await;
 }
 on_both_backends!(operators_are_managed_by_the_owner, operators_page);
+
+/// A JSON GET with `b`'s session cookie: (status, body).
+async fn api_get(h: &Harness, b: &Browser, path: &str) -> (StatusCode, Value) {
+    let r = h
+        .http
+        .get(h.url(path))
+        .header("cookie", b.cookie.clone().expect("cookie"))
+        .send()
+        .await
+        .expect("get");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// A JSON POST with `b`'s session cookie and CSRF token: (status, body).
+async fn api_post(h: &Harness, b: &Browser, path: &str, body: Value) -> (StatusCode, Value) {
+    let r = h
+        .http
+        .post(h.url(path))
+        .header("cookie", b.cookie.clone().expect("cookie"))
+        .header("x-csrf-token", &b.csrf)
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    let status = r.status();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn ids(listed: &Value) -> Vec<String> {
+    listed["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|e| e["id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+/// Today as `YYYY-MM-DD` (UTC), and the days before and after.
+fn utc_days() -> (String, String, String) {
+    let now = codex_pooler::time::now_ms();
+    let day = |ms: i64| codex_pooler::time::format_utc(ms, ' ', "")[..10].to_owned();
+    (day(now - 86_400_000), day(now), day(now + 86_400_000))
+}
+
+async fn audit_filters_and_detail(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let store = &h.app.runtime.store;
+    let cli = AuditActor::cli();
+    let demo = h.info.pool_id.clone();
+    let other = store
+        .create_pool(&cli, "audit-other", "Audit Other Pool")
+        .await
+        .expect("pool");
+    let (other_key_id, _) =
+        control::create_api_key(store, &cli, &other.id, "other key", None, None)
+            .await
+            .expect("key");
+    let owner = Browser::login(&h, &h.info.admin_email, &h.info.admin_password).await;
+    let page = owner
+        .post(
+            &format!("/admin/pools/{demo}/api-keys"),
+            &[("name", "audited key")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::CREATED);
+    let key_id = store
+        .find_api_key_by_prefix(&raw_key(&page.body)[..19])
+        .await
+        .expect("find")
+        .expect("key")
+        .id;
+    // A failed event with a secret-looking value in its details, as an
+    // older writer might have left it.
+    let secret_sql = format!(
+        "INSERT INTO audit_events (id, occurred_at, actor_kind, actor_id, actor_label, action, target_kind, target_id, pool_id, outcome, ip, details)
+         VALUES ('audit-secret-event', {}, 'system', NULL, 'importer', 'upstream.import', 'upstream_identity', 'ident-x', '{demo}', 'failed', '203.0.113.9',
+                 '{{\"token\": \"sk-should-not-show\", \"fields\": [\"password\"], \"nested\": {{\"refresh_token\": \"rt-hidden\"}}}}')",
+        codex_pooler::time::now_ms()
+    );
+    exec_sql(&h, Box::leak(secret_sql.into_boxed_str())).await;
+
+    // Each filter, on the JSON twin.
+    let q = |query: &str| format!("/admin/api/audit-events?limit=200&{query}");
+    let (_, all) = api_get(&h, &owner, &q("")).await;
+    let all_rows = all["data"].as_array().expect("data").clone();
+    assert!(all_rows.len() >= 4);
+    let (_, by_pool) = api_get(&h, &owner, &q(&format!("pool_id={}", other.id))).await;
+    let rows = by_pool["data"].as_array().expect("data");
+    assert!(!rows.is_empty() && rows.iter().all(|e| e["pool_id"] == other.id.as_str()));
+    let (_, failed) = api_get(&h, &owner, &q("outcome=failed")).await;
+    assert_eq!(ids(&failed), vec!["audit-secret-event".to_owned()]);
+    let (_, ok_rows) = api_get(&h, &owner, &q("outcome=succeeded")).await;
+    assert_eq!(
+        ok_rows["data"].as_array().map(Vec::len),
+        Some(all_rows.len() - 1)
+    );
+    let (_, created) = api_get(&h, &owner, &q("action=api_key.create")).await;
+    let rows = created["data"].as_array().expect("data");
+    assert!(rows.len() >= 2 && rows.iter().all(|e| e["action"] == "api_key.create"));
+    let (_, by_actor) = api_get(&h, &owner, &q("actor=OWNER@demo")).await;
+    let rows = by_actor["data"].as_array().expect("data");
+    assert!(!rows.is_empty());
+    assert!(
+        rows.iter()
+            .all(|e| e["actor_label"] == h.info.admin_email.as_str())
+    );
+    let (_, by_target) = api_get(
+        &h,
+        &owner,
+        &q(&format!("target_kind=api_key&target_id={key_id}")),
+    )
+    .await;
+    let rows = by_target["data"].as_array().expect("data");
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0]["action"], "api_key.create");
+    let (_, kind_only) = api_get(&h, &owner, &q("target_kind=pool")).await;
+    let rows = kind_only["data"].as_array().expect("data");
+    assert!(!rows.is_empty() && rows.iter().all(|e| e["target_kind"] == "pool"));
+    let (_, id_only) = api_get(&h, &owner, &q(&format!("target_id={other_key_id}"))).await;
+    assert_eq!(id_only["data"].as_array().map(Vec::len), Some(1));
+    let (yesterday, today, tomorrow) = utc_days();
+    let (_, from_today) = api_get(&h, &owner, &q(&format!("date_from={today}"))).await;
+    assert_eq!(
+        from_today["data"].as_array().map(Vec::len),
+        Some(all_rows.len())
+    );
+    let (_, from_tomorrow) = api_get(&h, &owner, &q(&format!("date_from={tomorrow}"))).await;
+    assert_eq!(from_tomorrow["data"].as_array().map(Vec::len), Some(0));
+    let (_, to_yesterday) = api_get(&h, &owner, &q(&format!("date_to={yesterday}"))).await;
+    assert_eq!(to_yesterday["data"].as_array().map(Vec::len), Some(0));
+    let (_, to_today) = api_get(&h, &owner, &q(&format!("date_to={today}"))).await;
+    assert_eq!(
+        to_today["data"].as_array().map(Vec::len),
+        Some(all_rows.len())
+    );
+    // Filters combine, and paging keeps them.
+    let (_, first) = api_get(
+        &h,
+        &owner,
+        "/admin/api/audit-events?limit=1&action=api_key.create",
+    )
+    .await;
+    let cursor = first["next_before"].as_str().expect("next page").to_owned();
+    let (_, second) = api_get(
+        &h,
+        &owner,
+        &format!("/admin/api/audit-events?limit=1&action=api_key.create&before={cursor}"),
+    )
+    .await;
+    assert_eq!(second["data"][0]["action"], "api_key.create");
+    assert_ne!(second["data"][0]["id"], first["data"][0]["id"]);
+
+    // Invalid values are ignored with a warning naming them; the list still shows.
+    let (status, warned) = api_get(
+        &h,
+        &owner,
+        &q("outcome=maybe&date_from=2026-13-01&target_kind=planet&action=DROP%20TABLE&colour=red"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let warnings: Vec<String> = warned["warnings"]
+        .as_array()
+        .expect("warnings")
+        .iter()
+        .map(|w| w.as_str().expect("text").to_owned())
+        .collect();
+    assert_eq!(warnings.len(), 5, "{warnings:?}");
+    for name in [
+        "outcome:",
+        "date_from:",
+        "target_kind:",
+        "action:",
+        "colour:",
+    ] {
+        assert!(
+            warnings.iter().any(|w| w.starts_with(name)),
+            "{name} {warnings:?}"
+        );
+    }
+    assert_eq!(
+        warned["data"].as_array().map(Vec::len),
+        Some(all_rows.len())
+    );
+    let page = owner
+        .get("/admin/audit?outcome=maybe&date_to=yesterday&pool_id=")
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("class=\"warning\""));
+    assert!(page.body.contains("outcome: unknown outcome"));
+    assert!(
+        page.body
+            .contains("date_to: not a date (use YYYY-MM-DD, UTC)")
+    );
+    // The page applies the filters and keeps them in the form.
+    let page = owner
+        .get(&format!(
+            "/admin/audit?target_kind=api_key&target_id={key_id}&date_from={today}"
+        ))
+        .await;
+    assert!(page.body.contains(&format!("value=\"{key_id}\"")));
+    assert!(page.body.contains(&format!("value=\"{today}\"")));
+    assert!(page.body.contains("<option value=\"api_key\" selected>"));
+    assert!(page.body.contains("<code>api_key.create</code>"));
+    assert!(!page.body.contains("<code>pool.create</code>"));
+    let page = owner
+        .get(&format!("/admin/audit?pool_id={}", other.id))
+        .await;
+    assert!(page.body.contains("selected>Audit Other Pool</option>"));
+    assert!(!page.body.contains("audit-secret-event"));
+
+    // The detail view: every fact, sanitized details, links.
+    let event_id = rows_first_id(&by_target);
+    let page = owner.get(&format!("/admin/audit/{event_id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    for part in [
+        "api_key.create",
+        h.info.admin_email.as_str(),
+        key_id.as_str(),
+        &format!("href=\"/admin/pools/{demo}\""),
+        &format!("href=\"/admin/pools/{demo}#keys\""),
+        "succeeded",
+        "display_name",
+    ] {
+        assert!(page.body.contains(part), "detail shows {part}");
+    }
+    let page = owner.get("/admin/audit/audit-secret-event").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("203.0.113.9") && page.body.contains("failed"));
+    assert!(page.body.contains("[redacted]"));
+    assert!(!page.body.contains("sk-should-not-show") && !page.body.contains("rt-hidden"));
+    let (status, detail) = api_get(&h, &owner, "/admin/api/audit-events/audit-secret-event").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(detail["event"]["details"]["token"], "[redacted]");
+    assert_eq!(
+        detail["event"]["details"]["nested"]["refresh_token"],
+        "[redacted]"
+    );
+    assert_eq!(detail["event"]["details"]["fields"][0], "password");
+    assert_eq!(detail["event"]["outcome"], "failed");
+    let page = owner.get("/admin/audit/no-such-event").await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+
+    // An admin of the demo Pool: only its events, in the list and by id.
+    let admin_id = control::create_operator(
+        store,
+        &cli,
+        "auditor@example.test",
+        "auditor-password-1",
+        "admin",
+    )
+    .await
+    .expect("admin");
+    store
+        .assign_operator_pool(&cli, &admin_id, &demo)
+        .await
+        .expect("assign");
+    let admin = Browser::login(&h, "auditor@example.test", "auditor-password-1").await;
+    let (_, mine) = api_get(&h, &admin, &q("")).await;
+    assert!(
+        mine["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .all(|e| e["pool_id"] != other.id.as_str())
+    );
+    let (_, theirs) = api_get(&h, &admin, &q(&format!("pool_id={}", other.id))).await;
+    assert_eq!(theirs["data"].as_array().map(Vec::len), Some(0));
+    let other_event = ids(&id_only).remove(0);
+    let page = admin.get(&format!("/admin/audit/{other_event}")).await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND);
+    assert!(!page.body.contains("other key"));
+    let (status, _) = api_get(
+        &h,
+        &admin,
+        &format!("/admin/api/audit-events/{other_event}"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        admin.get(&format!("/admin/audit/{event_id}")).await.status,
+        StatusCode::OK
+    );
+    let page = admin.get("/admin/audit").await;
+    assert!(
+        !page.body.contains("Audit Other Pool"),
+        "the Pool filter lists only assigned Pools"
+    );
+    h.stop().await;
+}
+on_both_backends!(
+    audit_logs_filter_and_show_one_event,
+    audit_filters_and_detail
+);
+
+fn rows_first_id(listed: &Value) -> String {
+    listed["data"][0]["id"].as_str().expect("id").to_owned()
+}
+
+/// The body of a Responses call with `key`: (status, error code).
+async fn call_code(h: &Harness, key: &str, cache_key: &str) -> (StatusCode, String) {
+    let r = h
+        .http
+        .post(h.url("/backend-api/codex/responses"))
+        .bearer_auth(key)
+        .json(&text_request("hi", cache_key))
+        .send()
+        .await
+        .expect("sent");
+    let status = r.status();
+    let body = r.text().await.unwrap_or_default();
+    let code = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    (status, code)
+}
+
+async fn pool_lifecycle(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let store = &h.app.runtime.store;
+    let cli = AuditActor::cli();
+    let demo = h.info.pool_id.clone();
+    let key = h.info.api_key.clone();
+    let other = store
+        .create_pool(&cli, "life-other", "Life Other Pool")
+        .await
+        .expect("pool");
+    let owner = Browser::login(&h, &h.info.admin_email, &h.info.admin_password).await;
+    let page = owner.get(&format!("/admin/pools/{demo}")).await;
+    assert!(page.body.contains("name=\"routing_strategy\""));
+    assert!(
+        page.body
+            .contains("name=\"v1_compatibility_enabled\" value=\"on\" checked")
+    );
+
+    // Edit: one event naming what changed, with old and new values.
+    let page = one_audit_event!(
+        &h,
+        "settings form",
+        owner
+            .post(
+                &format!("/admin/pools/{demo}/settings"),
+                &[
+                    ("routing_strategy", "least_recent_success"),
+                    ("bridge_ring_size", "5"),
+                    ("sticky_websocket_sessions", "on"),
+                    ("sticky_http_sessions", "on"),
+                    ("v1_compatibility_enabled", "on"),
+                ],
+            )
+            .await
+    );
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    assert!(page.location.contains("notice=pool_saved"));
+    let settings = pool_json(&h, &demo).await["settings"].clone();
+    assert_eq!(settings["routing_strategy"], "least_recent_success");
+    assert_eq!(settings["bridge_ring_size"], 5);
+    assert_eq!(settings["sticky_http_sessions"], true);
+    assert_eq!(settings["prompt_cache_affinity_enabled"], false);
+    let (_, events) = api_get(
+        &h,
+        &owner,
+        "/admin/api/audit-events?action=pool.update&limit=1",
+    )
+    .await;
+    let details = &events["data"][0]["details"];
+    let details: Value = serde_json::from_str(details.as_str().expect("text")).expect("json");
+    assert_eq!(
+        details["changes"]["bridge_ring_size"],
+        json!({"from": 3, "to": 5})
+    );
+    assert!(details["changes"].get("v1_compatibility_enabled").is_none());
+    assert_eq!(call_code(&h, &key, "life-1").await.0, StatusCode::OK);
+
+    // The same values again: nothing written.
+    let page = no_audit_event!(
+        &h,
+        "unchanged settings",
+        owner
+            .post(
+                &format!("/admin/pools/{demo}/settings"),
+                &[
+                    ("routing_strategy", "least_recent_success"),
+                    ("bridge_ring_size", "5"),
+                    ("sticky_websocket_sessions", "on"),
+                    ("sticky_http_sessions", "on"),
+                    ("v1_compatibility_enabled", "on"),
+                ],
+            )
+            .await
+    );
+    assert!(page.location.contains("notice=pool_unchanged"));
+
+    // Invalid values: precise messages, nothing written.
+    for (strategy, ring, message) in [
+        ("fastest", "3", "strategy must be one of bridge_ring"),
+        ("bridge_ring", "0", "ring size must be between 1 and 64"),
+        ("bridge_ring", "65", "ring size must be between 1 and 64"),
+        (
+            "bridge_ring",
+            "three",
+            "ring size must be a whole number between 1 and 64; &#34;three&#34; is not",
+        ),
+    ] {
+        let page = no_audit_event!(
+            &h,
+            format!("settings {strategy} {ring}"),
+            owner
+                .post(
+                    &format!("/admin/pools/{demo}/settings"),
+                    &[("routing_strategy", strategy), ("bridge_ring_size", ring)],
+                )
+                .await
+        );
+        assert_eq!(
+            page.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{strategy} {ring}"
+        );
+        assert!(
+            page.body.contains(message) || page.body.contains(&message.replace("&#34;", "&quot;")),
+            "{message}: {}",
+            page.body
+        );
+    }
+    let (status, body) = api_post(
+        &h,
+        &owner,
+        &format!("/admin/api/pools/{demo}/settings"),
+        json!({"bridge_ring_size": 100}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("between 1 and 64")
+    );
+
+    // The JSON twin changes only what it is sent; the `/v1` switch applies at once.
+    let (status, body) = one_audit_event!(
+        &h,
+        "settings json",
+        api_post(
+            &h,
+            &owner,
+            &format!("/admin/api/pools/{demo}/settings"),
+            json!({"v1_compatibility_enabled": false}),
+        )
+        .await
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["changed"], json!(["v1_compatibility_enabled"]));
+    assert_eq!(body["settings"]["bridge_ring_size"], 5);
+    let r = h
+        .http
+        .get(h.url("/v1/models"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("v1");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(
+        r.text()
+            .await
+            .expect("body")
+            .contains("v1_compatibility_disabled")
+    );
+    api_post(
+        &h,
+        &owner,
+        &format!("/admin/api/pools/{demo}/settings"),
+        json!({"v1_compatibility_enabled": true}),
+    )
+    .await;
+
+    // Disable: the Pool's keys are refused with the inactive-Pool code, at once.
+    let page = one_audit_event!(
+        &h,
+        "disable",
+        owner
+            .post(
+                &format!("/admin/pools/{demo}/status"),
+                &[("status", "disabled")]
+            )
+            .await
+    );
+    assert!(page.location.contains("notice=pool_disabled"));
+    assert_eq!(
+        call_code(&h, &key, "life-2").await,
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_eligible_backend".to_owned()
+        )
+    );
+    let page = no_audit_event!(
+        &h,
+        "disable twice",
+        owner
+            .post(
+                &format!("/admin/pools/{demo}/status"),
+                &[("status", "disabled")]
+            )
+            .await
+    );
+    assert_eq!(page.status, StatusCode::CONFLICT);
+    assert!(page.body.contains("the Pool is already disabled"));
+    let (status, body) = one_audit_event!(
+        &h,
+        "enable json",
+        api_post(
+            &h,
+            &owner,
+            &format!("/admin/api/pools/{demo}/status"),
+            json!({"status": "active"})
+        )
+        .await
+    );
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["pool"]["status"], "active");
+    assert_eq!(call_code(&h, &key, "life-3").await.0, StatusCode::OK);
+
+    // An admin: their Pool only, and no archiving.
+    let admin_id = control::create_operator(
+        store,
+        &cli,
+        "pooladmin@example.test",
+        "pool-admin-pw-1",
+        "admin",
+    )
+    .await
+    .expect("admin");
+    store
+        .assign_operator_pool(&cli, &admin_id, &demo)
+        .await
+        .expect("assign");
+    let admin = Browser::login(&h, "pooladmin@example.test", "pool-admin-pw-1").await;
+    let page = admin.get(&format!("/admin/pools/{demo}")).await;
+    assert!(page.body.contains("Disable Pool") && !page.body.contains("Archive Pool"));
+    let page = one_audit_event!(
+        &h,
+        "admin disables their Pool",
+        admin
+            .post(
+                &format!("/admin/pools/{demo}/status"),
+                &[("status", "disabled")]
+            )
+            .await
+    );
+    assert_eq!(page.status, StatusCode::SEE_OTHER);
+    let (status, _) = api_post(
+        &h,
+        &admin,
+        &format!("/admin/api/pools/{demo}/status"),
+        json!({"status": "active"}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    for path in [
+        format!("/admin/pools/{}/status", other.id),
+        format!("/admin/pools/{}/settings", other.id),
+    ] {
+        let page = no_audit_event!(
+            &h,
+            format!("admin on another Pool: {path}"),
+            admin
+                .post(
+                    &path,
+                    &[
+                        ("status", "disabled"),
+                        ("routing_strategy", "bridge_ring"),
+                        ("bridge_ring_size", "2")
+                    ]
+                )
+                .await
+        );
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{path}");
+    }
+    let (status, _) = api_post(
+        &h,
+        &admin,
+        &format!("/admin/api/pools/{}/settings", other.id),
+        json!({"bridge_ring_size": 2}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let page = no_audit_event!(
+        &h,
+        "admin archives",
+        admin
+            .post(
+                &format!("/admin/pools/{demo}/status"),
+                &[("status", "archived"), ("confirm_slug", "demo")]
+            )
+            .await
+    );
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert!(page.body.contains("only the owner can do this"));
+
+    // Archive: the slug must be typed; then final, and the keys stop authenticating.
+    let slug = pool_json(&h, &demo).await["pool"]["slug"]
+        .as_str()
+        .expect("slug")
+        .to_owned();
+    let page = no_audit_event!(
+        &h,
+        "archive without the slug",
+        owner
+            .post(
+                &format!("/admin/pools/{demo}/status"),
+                &[("status", "archived"), ("confirm_slug", "nope")]
+            )
+            .await
+    );
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.body.contains("type its slug"));
+    let page = one_audit_event!(
+        &h,
+        "archive",
+        owner
+            .post(
+                &format!("/admin/pools/{demo}/status"),
+                &[("status", "archived"), ("confirm_slug", &slug)]
+            )
+            .await
+    );
+    assert!(page.location.contains("notice=pool_archived"));
+    let (status, code) = call_code(&h, &key, "life-4").await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::UNAUTHORIZED, "api_key_revoked")
+    );
+    let page = owner.get(&format!("/admin/pools/{demo}")).await;
+    assert!(page.body.contains("This Pool is archived") && !page.body.contains("Save settings"));
+    let (status, body) = no_audit_event!(
+        &h,
+        "enable an archived Pool",
+        api_post(
+            &h,
+            &owner,
+            &format!("/admin/api/pools/{demo}/status"),
+            json!({"status": "active"})
+        )
+        .await
+    );
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("archiving is final")
+    );
+    let (status, _) = no_audit_event!(
+        &h,
+        "edit an archived Pool",
+        api_post(
+            &h,
+            &owner,
+            &format!("/admin/api/pools/{demo}/settings"),
+            json!({"bridge_ring_size": 2})
+        )
+        .await
+    );
+    assert_eq!(status, StatusCode::CONFLICT);
+    h.stop().await;
+}
+on_both_backends!(pools_are_edited_disabled_and_archived, pool_lifecycle);

@@ -493,14 +493,11 @@ async fn canary_everywhere(backend: Backend) {
     assert!(holds("/metrics", "codex_pooler_requests_total"));
 
     // What must not be found.
-    let key_secret = key
-        .rsplit_once('-')
-        .map(|(_, s)| s.to_owned())
-        .expect("secret");
-    let paused_secret = paused_key
-        .rsplit_once('-')
-        .map(|(_, s)| s.to_owned())
-        .expect("secret");
+    // A key is `sk-cxp-<12 hex>-<43-character secret>` (the secret may hold `-`).
+    let secret_of = |raw: &str| raw["sk-cxp-000000000000-".len()..].to_owned();
+    let key_secret = secret_of(&key);
+    let paused_secret = secret_of(&paused_key);
+    assert_eq!(key_secret.len(), 43);
     let mut needles: Vec<(&str, String)> = vec![
         ("prompt", c.prompt.clone()),
         ("output", TEXT_SCENARIO_ANSWER.to_owned()),

@@ -54,13 +54,15 @@ pub struct Harness {
     cleanup_db: Option<(String, String)>,
 }
 
-fn temp_dir() -> PathBuf {
+/// A fresh directory for one gateway's data.
+pub fn temp_dir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("cxp-test-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
 
-async fn create_pg_database(admin_url: &str) -> (String, String) {
+/// Creates a fresh database next to `admin_url`'s; returns its URL and name.
+pub async fn create_pg_database(admin_url: &str) -> (String, String) {
     use sqlx::Executor;
     let name = format!("cxp_test_{}", uuid::Uuid::now_v7().simple());
     let pool = sqlx::PgPool::connect(admin_url)
@@ -227,17 +229,22 @@ impl Harness {
         app.stop().await.expect("gateway stops");
         sim.shutdown().await;
         if let Some((admin, name)) = cleanup_db {
-            use sqlx::Executor;
-            if let Ok(pool) = sqlx::PgPool::connect(&admin).await {
-                let _ = pool
-                    .execute(sqlx::AssertSqlSafe(format!(
-                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                    )))
-                    .await;
-                pool.close().await;
-            }
+            drop_pg_database(&admin, &name).await;
         }
         let _ = std::fs::remove_dir_all(data_dir);
+    }
+}
+
+/// Drops a database made by [`create_pg_database`]; best effort.
+pub async fn drop_pg_database(admin_url: &str, name: &str) {
+    use sqlx::Executor;
+    if let Ok(pool) = sqlx::PgPool::connect(admin_url).await {
+        let _ = pool
+            .execute(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+            )))
+            .await;
+        pool.close().await;
     }
 }
 

@@ -3,6 +3,8 @@
 //! messages. Every change runs as the signed-in operator, so its audit event
 //! (written by the store in the same transaction) names them.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use super::ConsoleError;
@@ -12,7 +14,8 @@ use crate::domain::keys::{self, API_KEY_KIND};
 use crate::runtime::Runtime;
 use crate::store::{
     ApiKeySummary, AuditEventRow, AuditFilter, ImportedIdentity, OperatorStatusChange,
-    OperatorSummary, PoolOverview, PoolRow, PoolUpstream, QuotaWindowRow, StoreError,
+    OperatorSummary, PoolOverview, PoolRoutingSettings, PoolRow, PoolSettingsChange,
+    PoolStatusChange, PoolUpstream, QuotaWindowRow, StoreError,
 };
 
 /// Default and largest audit pages.
@@ -31,6 +34,10 @@ pub const AUDIT_ACTIONS: &[&str] = &[
     "operator_token.create",
     "pool.create",
     "pool.update",
+    "pool.routing_update",
+    "pool.disable",
+    "pool.enable",
+    "pool.archive",
     "upstream.import",
     "upstream.credentials_replace",
     "upstream_account.pause",
@@ -43,12 +50,33 @@ pub const AUDIT_ACTIONS: &[&str] = &[
     "api_key.delete",
     "operator.deactivate",
     "operator.reactivate",
+    "api_key.status_change",
+    "api_key.update",
+    "api_key.policy_update",
+    "pricing.import",
+    "rollups.rebuild",
+];
+
+/// Outcomes offered in the audit filter.
+pub const AUDIT_OUTCOMES: &[&str] = &["succeeded", "failed"];
+
+/// Target kinds offered in the audit filter.
+pub const AUDIT_TARGET_KINDS: &[&str] = &[
+    "api_key",
+    "operator",
+    "operator_token",
+    "pool",
+    "pricing_snapshot",
+    "rollups",
+    "session",
+    "upstream_identity",
 ];
 
 /// A Pool with everything its page shows.
 #[derive(Debug, Clone, Serialize)]
 pub struct PoolDetail {
     pub pool: PoolRow,
+    pub settings: PoolRoutingSettings,
     pub upstreams: Vec<PoolUpstream>,
     pub quota_windows: Vec<QuotaWindowRow>,
     pub api_keys: Vec<ApiKeySummary>,
@@ -78,6 +106,7 @@ pub async fn pool_detail(
 ) -> Result<PoolDetail, ConsoleError> {
     let pool = visible_pool(rt, op, pool_id).await?;
     Ok(PoolDetail {
+        settings: rt.store.pool_routing_settings(&pool.id).await?,
         upstreams: rt.store.list_pool_upstreams(&pool.id).await?,
         quota_windows: rt.store.list_pool_quota_windows(&pool.id).await?,
         api_keys: rt.store.list_pool_api_keys(&pool.id).await?,
@@ -385,4 +414,333 @@ pub async fn audit_events(
         None
     };
     Ok((rows, next))
+}
+
+/// Query parameters of the audit list that page rather than filter.
+const AUDIT_NOT_FILTERS: &[&str] = &["limit", "before", "notice"];
+
+fn id_token(v: &str) -> bool {
+    v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+}
+
+/// `group.verb`: lowercase letters and underscores around one dot.
+fn action_token(v: &str) -> bool {
+    v.len() <= 64
+        && v.split_once('.').is_some_and(|(a, b)| {
+            [a, b].iter().all(|part| {
+                !part.is_empty() && part.bytes().all(|c| c.is_ascii_lowercase() || c == b'_')
+            })
+        })
+}
+
+/// The audit filter from query parameters, and a warning for each one that
+/// was ignored (invalid or unknown), so the list still shows. A malformed
+/// page cursor is an error: it only comes from the console's own links.
+pub fn parse_audit_filters(
+    params: &BTreeMap<String, String>,
+) -> Result<(AuditFilter, Vec<String>), ConsoleError> {
+    let mut filter = AuditFilter::default();
+    let mut warnings = Vec::new();
+    for (key, raw) in params {
+        let value = raw.trim();
+        if value.is_empty() || AUDIT_NOT_FILTERS.contains(&key.as_str()) {
+            continue;
+        }
+        let mut warn = |why: &str| warnings.push(format!("{key}: {why}; this filter was ignored"));
+        match key.as_str() {
+            "pool_id" if id_token(value) => filter.pool_id = Some(value.to_owned()),
+            "pool_id" => warn("not a Pool id"),
+            "outcome" if AUDIT_OUTCOMES.contains(&value) => filter.outcome = Some(value.to_owned()),
+            "outcome" => warn(&format!(
+                "unknown outcome (use one of {})",
+                AUDIT_OUTCOMES.join(", ")
+            )),
+            "action" if action_token(value) => filter.action = Some(value.to_owned()),
+            "action" => warn("not an action name like pool.update"),
+            "actor" if value.chars().count() <= 254 && !value.chars().any(char::is_control) => {
+                filter.actor = Some(value.to_owned())
+            }
+            "actor" => warn("not an email or part of one"),
+            "target_kind" if AUDIT_TARGET_KINDS.contains(&value) => {
+                filter.target_kind = Some(value.to_owned())
+            }
+            "target_kind" => warn(&format!(
+                "unknown target kind (use one of {})",
+                AUDIT_TARGET_KINDS.join(", ")
+            )),
+            "target_id" if id_token(value) => filter.target_id = Some(value.to_owned()),
+            "target_id" => warn("not a target id"),
+            "date_from" => match crate::admin::request_logs::parse_utc_day(value) {
+                Some(ms) => filter.occurred_from = Some(ms),
+                None => warn("not a date (use YYYY-MM-DD, UTC)"),
+            },
+            "date_to" => match crate::admin::request_logs::parse_utc_day(value) {
+                Some(ms) => filter.occurred_before = Some(ms + 86_400_000),
+                None => warn("not a date (use YYYY-MM-DD, UTC)"),
+            },
+            _ => warnings.push(format!("{key}: unsupported filter; it was ignored")),
+        }
+    }
+    if let Some(b) = params
+        .get("before")
+        .map(|b| b.trim())
+        .filter(|b| !b.is_empty())
+    {
+        filter.before = Some(
+            parse_cursor(b)
+                .ok_or_else(|| ConsoleError::BadRequest("invalid page cursor".into()))?,
+        );
+    }
+    Ok((filter, warnings))
+}
+
+/// One audit event, if this operator may see it (the list's rule); not
+/// found otherwise.
+pub async fn audit_event(
+    rt: &Runtime,
+    op: &Operator,
+    id: &str,
+) -> Result<AuditEventRow, ConsoleError> {
+    rt.store
+        .find_audit_event(op.scope(), id)
+        .await?
+        .ok_or_else(|| {
+            ConsoleError::NotFound("audit event not found (or not visible to you)".into())
+        })
+}
+
+/// Field names whose values never leave the store in event details.
+const SECRET_FIELDS: &[&str] = &[
+    "password",
+    "secret",
+    "token",
+    "hash",
+    "authorization",
+    "cookie",
+];
+
+/// An event's details as JSON with any secret-looking value replaced by
+/// `"[redacted]"` (details are written without secrets; this is the second
+/// line of defence). Unparseable text is shown as a string.
+pub fn sanitized_details(details: &str) -> serde_json::Value {
+    fn clean(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    let lower = k.to_ascii_lowercase();
+                    if SECRET_FIELDS.iter().any(|s| lower.contains(s)) && !v.is_array() {
+                        *v = serde_json::Value::String("[redacted]".into());
+                    } else {
+                        clean(v);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(clean),
+            _ => {}
+        }
+    }
+    match serde_json::from_str::<serde_json::Value>(details) {
+        Ok(mut v) => {
+            clean(&mut v);
+            v
+        }
+        Err(_) => serde_json::Value::String(details.to_owned()),
+    }
+}
+
+/// A requested change of a Pool's routing settings; `None` keeps the
+/// current value (the JSON twin may send only what changes).
+#[derive(Debug, Clone, Default)]
+pub struct PoolSettingsInput {
+    pub routing_strategy: Option<String>,
+    pub bridge_ring_size: Option<String>,
+    pub sticky_websocket_sessions: Option<bool>,
+    pub sticky_http_sessions: Option<bool>,
+    pub prompt_cache_affinity_enabled: Option<bool>,
+    pub v1_compatibility_enabled: Option<bool>,
+}
+
+/// Validates and saves a Pool's routing settings; returns the changed
+/// fields (empty when nothing differed and nothing was written).
+pub async fn update_pool_settings(
+    rt: &Runtime,
+    op: &Operator,
+    pool_id: &str,
+    input: &PoolSettingsInput,
+) -> Result<Vec<String>, ConsoleError> {
+    let pool = visible_pool(rt, op, pool_id).await?;
+    let archived = || {
+        ConsoleError::Conflict(
+            "this Pool is archived; its settings can no longer be changed".into(),
+        )
+    };
+    if pool.status == "archived" {
+        return Err(archived());
+    }
+    let current = rt.store.pool_routing_settings(&pool.id).await?;
+    let strategy = input
+        .routing_strategy
+        .as_deref()
+        .map(str::trim)
+        .unwrap_or(&current.routing_strategy)
+        .to_owned();
+    let ring = match input.bridge_ring_size.as_deref().map(str::trim) {
+        None => current.bridge_ring_size,
+        Some(text) => text.parse::<i64>().map_err(|_| {
+            ConsoleError::Invalid(format!(
+                "ring size must be a whole number between 1 and 64; \"{text}\" is not"
+            ))
+        })?,
+    };
+    control::validate_routing(&strategy, ring)?;
+    let new = PoolRoutingSettings {
+        routing_strategy: strategy,
+        bridge_ring_size: ring,
+        sticky_websocket_sessions: input
+            .sticky_websocket_sessions
+            .unwrap_or(current.sticky_websocket_sessions),
+        sticky_http_sessions: input
+            .sticky_http_sessions
+            .unwrap_or(current.sticky_http_sessions),
+        prompt_cache_affinity_enabled: input
+            .prompt_cache_affinity_enabled
+            .unwrap_or(current.prompt_cache_affinity_enabled),
+        v1_compatibility_enabled: input
+            .v1_compatibility_enabled
+            .unwrap_or(current.v1_compatibility_enabled),
+    };
+    match rt
+        .store
+        .update_pool_routing_settings(&op.actor(), &pool.id, &new)
+        .await
+    {
+        Ok(PoolSettingsChange::Changed(fields)) => {
+            rt.invalidate_caches();
+            Ok(fields)
+        }
+        Ok(PoolSettingsChange::Unchanged) => Ok(Vec::new()),
+        Ok(PoolSettingsChange::Archived) => Err(archived()),
+        Err(StoreError::Conflict(_)) => Err(ConsoleError::Conflict(
+            "the settings were changed meanwhile by someone else; reload the page and try again"
+                .into(),
+        )),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Disables (`disabled`), enables (`active`) or archives (`archived`) a
+/// Pool. Archiving is owner-only, final, revokes the Pool's keys and needs
+/// the Pool's slug typed as `confirm_slug`. The runtime's caches are emptied
+/// so the change applies to the next request on this instance (others
+/// follow within the snapshot TTL).
+pub async fn set_pool_status(
+    rt: &Runtime,
+    op: &Operator,
+    pool_id: &str,
+    status: &str,
+    confirm_slug: &str,
+) -> Result<PoolRow, ConsoleError> {
+    if !matches!(status, "active" | "disabled" | "archived") {
+        return Err(ConsoleError::Invalid(
+            "status must be active, disabled or archived".into(),
+        ));
+    }
+    let pool = visible_pool(rt, op, pool_id).await?;
+    if status == "archived" {
+        op.require_owner()?;
+        let typed = confirm_slug.trim();
+        if typed != pool.slug {
+            let what = if typed.is_empty() {
+                "nothing was typed".to_owned()
+            } else {
+                format!("\"{typed}\" does not match")
+            };
+            return Err(ConsoleError::Invalid(format!(
+                "to archive the Pool \"{}\", type its slug {} exactly; {what}. Nothing was changed.",
+                pool.name, pool.slug
+            )));
+        }
+    }
+    let change = rt
+        .store
+        .set_pool_status(&op.actor(), &pool.id, status)
+        .await;
+    match change {
+        Ok(PoolStatusChange::Changed { .. }) => {
+            rt.invalidate_caches();
+            Ok(PoolRow {
+                status: status.to_owned(),
+                ..pool
+            })
+        }
+        Ok(PoolStatusChange::AlreadyThere) => Err(ConsoleError::Conflict(format!(
+            "the Pool is already {status}"
+        ))),
+        Ok(PoolStatusChange::Archived) => Err(ConsoleError::Conflict(
+            "this Pool is archived; archiving is final and it cannot be enabled or disabled".into(),
+        )),
+        Err(StoreError::Conflict(_)) => Err(ConsoleError::Conflict(
+            "the Pool's status was changed meanwhile by someone else; reload the page and try again"
+                .into(),
+        )),
+        Err(other) => Err(other.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn audit_filters_keep_valid_values_and_name_the_ignored_ones() {
+        let (filter, warnings) = parse_audit_filters(&params(&[
+            ("pool_id", "p-1"),
+            ("outcome", "failed"),
+            ("action", "pool.update"),
+            ("actor", " owner@ "),
+            ("target_kind", "api_key"),
+            ("target_id", "k-1"),
+            ("date_from", "2026-12-04"),
+            ("date_to", "2026-12-04"),
+            ("limit", "10"),
+        ]))
+        .expect("parsed");
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(filter.actor.as_deref(), Some("owner@"));
+        let from = filter.occurred_from.expect("from");
+        assert_eq!(filter.occurred_before, Some(from + 86_400_000));
+        let (filter, warnings) = parse_audit_filters(&params(&[
+            ("outcome", "maybe"),
+            ("action", "Pool Update"),
+            ("target_kind", "planet"),
+            ("target_id", "a b"),
+            ("date_to", "2026-02-30"),
+            ("colour", "red"),
+        ]))
+        .expect("parsed");
+        assert_eq!(filter, AuditFilter::default());
+        assert_eq!(warnings.len(), 6, "{warnings:?}");
+        assert!(parse_audit_filters(&params(&[("before", "nope")])).is_err());
+    }
+
+    #[test]
+    fn details_are_sanitized_recursively() {
+        let v = sanitized_details(
+            r#"{"password":"p","fields":["password"],"nested":{"access_token":"t","ok":1}}"#,
+        );
+        assert_eq!(v["password"], "[redacted]");
+        assert_eq!(v["fields"][0], "password");
+        assert_eq!(v["nested"]["access_token"], "[redacted]");
+        assert_eq!(v["nested"]["ok"], 1);
+        assert_eq!(sanitized_details("not json"), "not json");
+    }
 }

@@ -2,6 +2,7 @@
 //! future MCP surface. They accept the session cookie (changes then also need
 //! `X-CSRF-Token`) or an operator token, and apply the same Pool scope.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::Json;
@@ -12,10 +13,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::ConsoleError;
-use super::actions::{self, AUDIT_PAGE};
+use super::actions::{self, AUDIT_PAGE, PoolSettingsInput};
 use super::session::{ApiOperator, JsonPost};
 use crate::runtime::Runtime;
-use crate::store::AuditFilter;
 
 /// A console error answered with the JSON envelope.
 pub struct ApiError(ConsoleError);
@@ -213,29 +213,95 @@ pub async fn set_operator_status(
     )
 }
 
-#[derive(Debug, Deserialize, Default)]
-pub struct AuditQuery {
-    action: Option<String>,
-    actor: Option<String>,
-    before: Option<String>,
-    limit: Option<i64>,
-}
-
+/// Audit events: the page's filters (invalid ones ignored and named in
+/// `warnings`), `limit` (1-200) and the `before` cursor of `next_before`.
 pub async fn audit_events(
     State(rt): State<Arc<Runtime>>,
     ApiOperator(op): ApiOperator,
-    Query(q): Query<AuditQuery>,
+    Query(params): Query<BTreeMap<String, String>>,
 ) -> ApiResult {
-    let bad = |what: &str| ApiError(ConsoleError::BadRequest(format!("invalid {what}")));
-    let filter = AuditFilter {
-        action: q.action.filter(|a| !a.is_empty()),
-        actor: q.actor.filter(|a| !a.is_empty()),
-        before: match q.before.as_deref().filter(|b| !b.is_empty()) {
-            Some(b) => Some(actions::parse_cursor(b).ok_or_else(|| bad("before cursor"))?),
-            None => None,
-        },
+    let (filter, mut warnings) = actions::parse_audit_filters(&params)?;
+    let limit = match params
+        .get("limit")
+        .map(|l| l.trim())
+        .filter(|l| !l.is_empty())
+    {
+        None => AUDIT_PAGE,
+        Some(text) => text.parse::<i64>().unwrap_or_else(|_| {
+            warnings.push(format!(
+                "limit: not a number; the default of {AUDIT_PAGE} was used"
+            ));
+            AUDIT_PAGE
+        }),
     };
-    let limit = q.limit.unwrap_or(AUDIT_PAGE);
     let (rows, next) = actions::audit_events(&rt, &op, &filter, limit).await?;
-    ok(StatusCode::OK, json!({"data": rows, "next_before": next}))
+    ok(
+        StatusCode::OK,
+        json!({"data": rows, "next_before": next, "warnings": warnings}),
+    )
+}
+
+/// One audit event with its sanitized details; 404 outside the operator's
+/// scope.
+pub async fn audit_event(
+    State(rt): State<Arc<Runtime>>,
+    ApiOperator(op): ApiOperator,
+    Path(id): Path<String>,
+) -> ApiResult {
+    let event = actions::audit_event(&rt, &op, &id).await?;
+    let details = actions::sanitized_details(&event.details);
+    let mut body = json!(event);
+    body["details"] = details;
+    ok(StatusCode::OK, json!({"event": body}))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSettingsBody {
+    routing_strategy: Option<String>,
+    bridge_ring_size: Option<i64>,
+    sticky_websocket_sessions: Option<bool>,
+    sticky_http_sessions: Option<bool>,
+    prompt_cache_affinity_enabled: Option<bool>,
+    v1_compatibility_enabled: Option<bool>,
+}
+
+/// Saves the fields present; answers the settings now in force and the
+/// names of the fields that changed.
+pub async fn update_pool_settings(
+    State(rt): State<Arc<Runtime>>,
+    Path(pool_id): Path<String>,
+    JsonPost(op, body): JsonPost<PoolSettingsBody>,
+) -> ApiResult {
+    let input = PoolSettingsInput {
+        routing_strategy: body.routing_strategy,
+        bridge_ring_size: body.bridge_ring_size.map(|n| n.to_string()),
+        sticky_websocket_sessions: body.sticky_websocket_sessions,
+        sticky_http_sessions: body.sticky_http_sessions,
+        prompt_cache_affinity_enabled: body.prompt_cache_affinity_enabled,
+        v1_compatibility_enabled: body.v1_compatibility_enabled,
+    };
+    let changed = actions::update_pool_settings(&rt, &op, &pool_id, &input).await?;
+    let detail = actions::pool_detail(&rt, &op, &pool_id).await?;
+    ok(
+        StatusCode::OK,
+        json!({"pool": detail.pool, "settings": detail.settings, "changed": changed}),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PoolStatusBody {
+    status: String,
+    #[serde(default)]
+    confirm_slug: String,
+}
+
+pub async fn set_pool_status(
+    State(rt): State<Arc<Runtime>>,
+    Path(pool_id): Path<String>,
+    JsonPost(op, body): JsonPost<PoolStatusBody>,
+) -> ApiResult {
+    let pool =
+        actions::set_pool_status(&rt, &op, &pool_id, &body.status, &body.confirm_slug).await?;
+    ok(StatusCode::OK, json!({"pool": pool}))
 }

@@ -39,6 +39,8 @@ pub const MUTATING_ROUTES: &[(&str, &str)] = &[
     ("POST", "/logout"),
     ("POST", "/admin/password"),
     ("POST", "/admin/pools"),
+    ("POST", "/admin/pools/{pool_id}/settings"),
+    ("POST", "/admin/pools/{pool_id}/status"),
     ("POST", "/admin/pools/{pool_id}/upstreams"),
     (
         "POST",
@@ -51,6 +53,8 @@ pub const MUTATING_ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/operators"),
     ("POST", "/admin/operators/{operator_id}/status"),
     ("POST", "/admin/api/pools"),
+    ("POST", "/admin/api/pools/{pool_id}/settings"),
+    ("POST", "/admin/api/pools/{pool_id}/status"),
     ("POST", "/admin/api/pools/{pool_id}/upstreams"),
     (
         "POST",
@@ -86,6 +90,14 @@ pub fn router() -> Router<Arc<Runtime>> {
         .route("/admin/pools", get(pages::pools).post(pages::create_pool))
         .route("/admin/pools/{pool_id}", get(pages::pool))
         .route(
+            "/admin/pools/{pool_id}/settings",
+            post(pages::update_pool_settings),
+        )
+        .route(
+            "/admin/pools/{pool_id}/status",
+            post(pages::set_pool_status),
+        )
+        .route(
             "/admin/pools/{pool_id}/upstreams",
             post(pages::import_upstream),
         )
@@ -119,6 +131,7 @@ pub fn router() -> Router<Arc<Runtime>> {
             get(auth::password_form).post(auth::change_password),
         )
         .route("/admin/audit", get(pages::audit))
+        .route("/admin/audit/{id}", get(pages::audit_detail))
         .route("/admin/request-logs", get(logs::list))
         .route("/admin/request-logs/{id}", get(logs::detail))
         .layer(axum::middleware::map_response(page_headers));
@@ -127,6 +140,14 @@ pub fn router() -> Router<Arc<Runtime>> {
         .route("/admin/api/request-logs/export", get(logs::export))
         .route("/admin/api/pools", get(json::pools).post(json::create_pool))
         .route("/admin/api/pools/{pool_id}", get(json::pool))
+        .route(
+            "/admin/api/pools/{pool_id}/settings",
+            post(json::update_pool_settings),
+        )
+        .route(
+            "/admin/api/pools/{pool_id}/status",
+            post(json::set_pool_status),
+        )
         .route(
             "/admin/api/pools/{pool_id}/upstreams",
             post(json::import_upstream),
@@ -159,7 +180,8 @@ pub fn router() -> Router<Arc<Runtime>> {
             "/admin/api/operators/{operator_id}/status",
             post(json::set_operator_status),
         )
-        .route("/admin/api/audit-events", get(json::audit_events));
+        .route("/admin/api/audit-events", get(json::audit_events))
+        .route("/admin/api/audit-events/{id}", get(json::audit_event));
     pages.merge(api)
 }
 

@@ -2,6 +2,7 @@
 //! (POST/redirect/GET) with a short notice; a refused change re-renders the
 //! page with a precise message and a 4xx status, having written nothing.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -10,14 +11,15 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::ConsoleError;
-use super::actions::{self, AUDIT_ACTIONS, AUDIT_PAGE};
+use super::actions::{
+    self, AUDIT_ACTIONS, AUDIT_OUTCOMES, AUDIT_PAGE, AUDIT_TARGET_KINDS, PoolSettingsInput,
+};
 use super::session::{FormPost, Operator, PageOperator};
 use super::views::{
-    AuditPage, AuditView, Chrome, KeyCreatedPage, KeyView, OperatorCreatedPage, OperatorView,
-    OperatorsPage, PoolChoice, PoolPage, PoolsPage, UpstreamView, render,
+    AuditDetailPage, AuditPage, AuditView, Chrome, KeyCreatedPage, KeyView, OperatorCreatedPage,
+    OperatorView, OperatorsPage, PoolChoice, PoolPage, PoolsPage, UpstreamView, render,
 };
 use crate::runtime::Runtime;
-use crate::store::AuditFilter;
 
 pub async fn home(PageOperator(_): PageOperator) -> Redirect {
     Redirect::to("/admin/pools")
@@ -49,6 +51,11 @@ fn notice(code: Option<&str>) -> Option<String> {
         "operator_deactivated" => "Operator deactivated; their sessions were signed out.",
         "operator_active" => "Operator reactivated.",
         "password_changed" => "Your password was changed.",
+        "pool_saved" => "Pool settings saved.",
+        "pool_unchanged" => "Nothing differed from the saved settings; nothing was changed.",
+        "pool_disabled" => "Pool disabled: its keys are refused until it is enabled again.",
+        "pool_active" => "Pool enabled.",
+        "pool_archived" => "Pool archived: its API keys were revoked.",
         _ => return None,
     };
     Some(text.to_owned())
@@ -134,6 +141,9 @@ async fn pool_page(
     Ok(render(
         &PoolPage {
             chrome: Chrome::for_operator(op, "pools"),
+            strategies: crate::control::ROUTING_STRATEGIES.to_vec(),
+            settings: detail.settings,
+            archived: detail.pool.status == "archived",
             upstreams: detail
                 .upstreams
                 .iter()
@@ -160,7 +170,9 @@ async fn refused(
     echo: PoolFormsEcho,
 ) -> Result<Response, ConsoleError> {
     let explainable = match &err {
-        ConsoleError::Invalid(_) | ConsoleError::Conflict(_) => true,
+        // CSRF refusals never get here (the extractor answers them), so a
+        // refusal here is a rule of the change, e.g. owner-only archiving.
+        ConsoleError::Invalid(_) | ConsoleError::Conflict(_) | ConsoleError::Forbidden(_) => true,
         ConsoleError::NotFound(message) => message != &ConsoleError::pool_not_found().to_string(),
         _ => false,
     };
@@ -331,6 +343,69 @@ pub async fn delete_key(
     }
 }
 
+/// The settings form as submitted: unticked boxes are absent, so read as pairs.
+fn settings_input(pairs: &[(String, String)]) -> PoolSettingsInput {
+    let field = |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let ticked = |name: &str| Some(pairs.iter().any(|(k, _)| k == name));
+    PoolSettingsInput {
+        routing_strategy: Some(field("routing_strategy").unwrap_or_default()),
+        bridge_ring_size: Some(field("bridge_ring_size").unwrap_or_default()),
+        sticky_websocket_sessions: ticked("sticky_websocket_sessions"),
+        sticky_http_sessions: ticked("sticky_http_sessions"),
+        prompt_cache_affinity_enabled: ticked("prompt_cache_affinity_enabled"),
+        v1_compatibility_enabled: ticked("v1_compatibility_enabled"),
+    }
+}
+
+pub async fn update_pool_settings(
+    State(rt): State<Arc<Runtime>>,
+    Path(pool_id): Path<String>,
+    FormPost(op, pairs): FormPost<Vec<(String, String)>>,
+) -> Result<Response, ConsoleError> {
+    match actions::update_pool_settings(&rt, &op, &pool_id, &settings_input(&pairs)).await {
+        Ok(changed) => {
+            let code = if changed.is_empty() {
+                "pool_unchanged"
+            } else {
+                "pool_saved"
+            };
+            Ok(
+                Redirect::to(&format!("/admin/pools/{pool_id}?notice={code}#settings"))
+                    .into_response(),
+            )
+        }
+        Err(err) => refused(&rt, &op, &pool_id, err, PoolFormsEcho::default()).await,
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PoolStatusForm {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    confirm_slug: String,
+}
+
+pub async fn set_pool_status(
+    State(rt): State<Arc<Runtime>>,
+    Path(pool_id): Path<String>,
+    FormPost(op, form): FormPost<PoolStatusForm>,
+) -> Result<Response, ConsoleError> {
+    match actions::set_pool_status(&rt, &op, &pool_id, &form.status, &form.confirm_slug).await {
+        Ok(pool) => Ok(Redirect::to(&format!(
+            "/admin/pools/{pool_id}?notice=pool_{}#status",
+            pool.status
+        ))
+        .into_response()),
+        Err(err) => refused(&rt, &op, &pool_id, err, PoolFormsEcho::default()).await,
+    }
+}
+
 /// The new-operator form as submitted: repeated `pool` fields, so read as pairs.
 #[derive(Default)]
 struct OperatorForm {
@@ -438,49 +513,78 @@ pub async fn set_operator_status(
     }
 }
 
-#[derive(Debug, Deserialize, Default)]
-pub struct AuditQuery {
-    #[serde(default)]
-    action: String,
-    #[serde(default)]
-    actor: String,
-    before: Option<String>,
-}
-
+/// The audit list: filters from the URL (invalid ones ignored with a
+/// warning), newest first, keyset-paged.
 pub async fn audit(
     State(rt): State<Arc<Runtime>>,
     PageOperator(op): PageOperator,
-    Query(q): Query<AuditQuery>,
+    Query(params): Query<BTreeMap<String, String>>,
 ) -> Result<Response, ConsoleError> {
-    let filter = AuditFilter {
-        action: Some(q.action.trim().to_owned()).filter(|a| !a.is_empty()),
-        actor: Some(q.actor.trim().to_owned()).filter(|a| !a.is_empty()),
-        before: match q.before.as_deref().filter(|b| !b.is_empty()) {
-            Some(b) => Some(
-                actions::parse_cursor(b)
-                    .ok_or_else(|| ConsoleError::BadRequest("invalid page cursor".into()))?,
-            ),
-            None => None,
-        },
-    };
+    let (filter, warnings) = actions::parse_audit_filters(&params)?;
     let (rows, next) = actions::audit_events(&rt, &op, &filter, AUDIT_PAGE).await?;
+    let pools = actions::pools(&rt, &op).await?;
     let older = next.map(|cursor| {
-        serde_urlencoded::to_string([
-            ("action", q.action.as_str()),
-            ("actor", q.actor.as_str()),
-            ("before", cursor.as_str()),
-        ])
-        .unwrap_or_default()
+        let mut pairs: Vec<(&str, &str)> = params
+            .iter()
+            .filter(|(k, v)| k.as_str() != "before" && !v.trim().is_empty())
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        pairs.push(("before", cursor.as_str()));
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
     });
+    let param = |name: &str| {
+        params
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .unwrap_or_default()
+    };
     Ok(render(
         &AuditPage {
             chrome: Chrome::for_operator(&op, "audit"),
             events: rows.iter().map(AuditView::from).collect(),
-            action: q.action,
-            actor: q.actor,
+            pools: pools
+                .into_iter()
+                .map(|p| PoolChoice {
+                    checked: filter.pool_id.as_deref() == Some(p.id.as_str()),
+                    id: p.id,
+                    name: p.name,
+                })
+                .collect(),
+            filtered: params
+                .iter()
+                .any(|(k, v)| k.as_str() != "before" && !v.trim().is_empty()),
+            outcome: param("outcome"),
+            action: param("action"),
+            actor: param("actor"),
+            target_kind: param("target_kind"),
+            target_id: param("target_id"),
+            date_from: param("date_from"),
+            date_to: param("date_to"),
             actions: AUDIT_ACTIONS.to_vec(),
+            outcomes: AUDIT_OUTCOMES.to_vec(),
+            target_kinds: AUDIT_TARGET_KINDS.to_vec(),
+            warnings,
             older,
         },
+        StatusCode::OK,
+    ))
+}
+
+/// One audit event with its sanitized details and links to its Pool and
+/// target.
+pub async fn audit_detail(
+    State(rt): State<Arc<Runtime>>,
+    PageOperator(op): PageOperator,
+    Path(id): Path<String>,
+) -> Result<Response, ConsoleError> {
+    let event = actions::audit_event(&rt, &op, &id).await?;
+    let pool = match &event.pool_id {
+        Some(pool_id) => rt.store.find_visible_pool(op.scope(), pool_id).await?,
+        None => None,
+    };
+    let details = actions::sanitized_details(&event.details);
+    Ok(render(
+        &AuditDetailPage::new(&op, &event, pool, &details),
         StatusCode::OK,
     ))
 }

@@ -8,8 +8,8 @@ use axum::response::{Html, IntoResponse, Response};
 
 use super::session::Operator;
 use crate::store::{
-    ApiKeySummary, AuditEventRow, OperatorSummary, PoolOverview, PoolRow, PoolUpstream,
-    QuotaWindowRow,
+    ApiKeySummary, AuditEventRow, OperatorSummary, PoolOverview, PoolRoutingSettings, PoolRow,
+    PoolUpstream, QuotaWindowRow,
 };
 
 /// What the layout needs: who is signed in, their CSRF token, the section.
@@ -182,6 +182,9 @@ impl From<&ApiKeySummary> for KeyView {
 pub struct PoolPage {
     pub chrome: Chrome,
     pub pool: PoolRow,
+    pub settings: PoolRoutingSettings,
+    pub strategies: Vec<&'static str>,
+    pub archived: bool,
     pub upstreams: Vec<UpstreamView>,
     pub keys: Vec<KeyView>,
     pub error: Option<String>,
@@ -271,6 +274,7 @@ pub struct OperatorCreatedPage {
 /// One audit event, formatted.
 #[derive(Debug, Clone)]
 pub struct AuditView {
+    pub id: String,
     pub time: String,
     pub actor: String,
     pub actor_kind: String,
@@ -284,6 +288,7 @@ pub struct AuditView {
 impl From<&AuditEventRow> for AuditView {
     fn from(e: &AuditEventRow) -> Self {
         AuditView {
+            id: e.id.clone(),
             time: format_time(e.occurred_at),
             actor: e.actor_label.clone().unwrap_or_default(),
             actor_kind: e.actor_kind.clone(),
@@ -304,11 +309,69 @@ impl From<&AuditEventRow> for AuditView {
 pub struct AuditPage {
     pub chrome: Chrome,
     pub events: Vec<AuditView>,
+    /// Pools in the operator's scope, for the Pool filter.
+    pub pools: Vec<PoolChoice>,
+    /// Any filter is set (the Clear link shows).
+    pub filtered: bool,
+    pub outcome: String,
     pub action: String,
     pub actor: String,
+    pub target_kind: String,
+    pub target_id: String,
+    pub date_from: String,
+    pub date_to: String,
     pub actions: Vec<&'static str>,
+    pub outcomes: Vec<&'static str>,
+    pub target_kinds: Vec<&'static str>,
+    /// Filters that were ignored, and why.
+    pub warnings: Vec<String>,
     /// Query string of the next (older) page.
     pub older: Option<String>,
+}
+
+/// One audit event in full.
+#[derive(Template)]
+#[template(path = "audit_event.html")]
+pub struct AuditDetailPage {
+    pub chrome: Chrome,
+    pub event: AuditView,
+    pub target_kind: String,
+    pub target_id: String,
+    /// Where the target is shown, when the console has a page for it.
+    pub target_link: Option<String>,
+    pub pool_id: String,
+    /// The Pool's name and page, when it still exists and is visible.
+    pub pool: Option<PoolRow>,
+    /// Pretty-printed, sanitized details.
+    pub details_json: String,
+}
+
+impl AuditDetailPage {
+    pub fn new(
+        op: &Operator,
+        e: &AuditEventRow,
+        pool: Option<PoolRow>,
+        details: &serde_json::Value,
+    ) -> Self {
+        let pool_page = pool.as_ref().map(|p| format!("/admin/pools/{}", p.id));
+        let target_link = match (e.target_kind.as_str(), &e.target_id) {
+            ("pool", Some(id)) if pool.as_ref().is_some_and(|p| &p.id == id) => pool_page.clone(),
+            ("api_key", Some(_)) => pool_page.as_ref().map(|p| format!("{p}#keys")),
+            ("upstream_identity", Some(_)) => pool_page.as_ref().map(|p| format!("{p}#upstreams")),
+            ("operator", Some(_)) if op.is_owner() => Some("/admin/operators".into()),
+            _ => None,
+        };
+        AuditDetailPage {
+            chrome: Chrome::for_operator(op, "audit"),
+            event: AuditView::from(e),
+            target_kind: e.target_kind.clone(),
+            target_id: e.target_id.clone().unwrap_or_default(),
+            target_link,
+            pool_id: e.pool_id.clone().unwrap_or_default(),
+            pool,
+            details_json: serde_json::to_string_pretty(details).unwrap_or_default(),
+        }
+    }
 }
 
 #[derive(Template)]
