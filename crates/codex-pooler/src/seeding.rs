@@ -252,124 +252,115 @@ pub async fn time_filters(store: &Store, runs: usize) -> anyhow::Result<Vec<Filt
     let from = now - now.rem_euclid(day) - 7 * day;
     let before = now - now.rem_euclid(day) - 2 * day;
     let tail = &sample.id[sample.id.len() - 12..];
-    let single = |f: RequestLogFilter| f;
+    let combined = RequestLogFilter {
+        pool_id: Some(pool.id.clone()),
+        status: Some("succeeded".into()),
+        upstream_identity_id: sample.upstream_identity_id.clone(),
+        model: Some(sample.requested_model.clone()),
+        api_key: sample.api_key_prefix.clone(),
+        request_id: None,
+        admitted_from: Some(from),
+        admitted_before: Some(now + day),
+    };
     let cases: Vec<(String, RequestLogFilter)> = vec![
         ("no filter".into(), RequestLogFilter::default()),
         (
             "Pool".into(),
-            single(RequestLogFilter {
-                pool_id: Some(pool.id.clone()),
-                ..Default::default()
-            }),
-        ),
-        (
-            "Status failed".into(),
-            single(RequestLogFilter {
-                status: Some("failed".into()),
-                ..Default::default()
-            }),
-        ),
-        (
-            "Status rejected".into(),
-            single(RequestLogFilter {
-                status: Some("rejected".into()),
-                ..Default::default()
-            }),
-        ),
-        (
-            "Upstream account".into(),
-            single(RequestLogFilter {
-                upstream_identity_id: sample.upstream_identity_id.clone(),
-                ..Default::default()
-            }),
-        ),
-        (
-            "Model (common)".into(),
-            single(RequestLogFilter {
-                model: Some("gpt-5.5".into()),
-                ..Default::default()
-            }),
-        ),
-        (
-            "Model (rare, 1%)".into(),
-            single(RequestLogFilter {
-                model: Some("o4-mini".into()),
-                ..Default::default()
-            }),
-        ),
-        (
-            "API key prefix".into(),
-            single(RequestLogFilter {
-                api_key: sample.api_key_prefix.clone(),
-                ..Default::default()
-            }),
-        ),
-        (
-            "API key label".into(),
-            single(RequestLogFilter {
-                api_key: sample.api_key_label.clone(),
-                ..Default::default()
-            }),
-        ),
-        (
-            "Row id (whole)".into(),
-            single(RequestLogFilter {
-                request_id: Some(sample.id.clone()),
-                ..Default::default()
-            }),
-        ),
-        (
-            "Row id fragment (short id)".into(),
-            single(RequestLogFilter {
-                request_id: Some(tail.to_owned()),
-                ..Default::default()
-            }),
-        ),
-        (
-            "Client x-request-id".into(),
-            single(RequestLogFilter {
-                request_id: sample.client_request_id.clone(),
-                ..Default::default()
-            }),
-        ),
-        (
-            "Date from (7 days)".into(),
-            single(RequestLogFilter {
-                admitted_from: Some(from),
-                ..Default::default()
-            }),
-        ),
-        (
-            "Date to (2 days ago)".into(),
-            single(RequestLogFilter {
-                admitted_before: Some(before),
-                ..Default::default()
-            }),
-        ),
-        (
-            "All combined".into(),
             RequestLogFilter {
                 pool_id: Some(pool.id.clone()),
-                status: Some("succeeded".into()),
-                upstream_identity_id: sample.upstream_identity_id.clone(),
-                model: Some(sample.requested_model.clone()),
-                api_key: sample.api_key_prefix.clone(),
-                request_id: None,
-                admitted_from: Some(from),
-                admitted_before: Some(now + day),
+                ..Default::default()
             },
         ),
         (
+            "Status failed".into(),
+            RequestLogFilter {
+                status: Some("failed".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "Status rejected".into(),
+            RequestLogFilter {
+                status: Some("rejected".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "Upstream account".into(),
+            RequestLogFilter {
+                upstream_identity_id: sample.upstream_identity_id.clone(),
+                ..Default::default()
+            },
+        ),
+        (
+            "Model (common)".into(),
+            RequestLogFilter {
+                model: Some("gpt-5.5".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "Model (rare, 1%)".into(),
+            RequestLogFilter {
+                model: Some("o4-mini".into()),
+                ..Default::default()
+            },
+        ),
+        (
+            "API key prefix".into(),
+            RequestLogFilter {
+                api_key: sample.api_key_prefix.clone(),
+                ..Default::default()
+            },
+        ),
+        (
+            "API key label".into(),
+            RequestLogFilter {
+                api_key: sample.api_key_label.clone(),
+                ..Default::default()
+            },
+        ),
+        (
+            "Row id (whole)".into(),
+            RequestLogFilter {
+                request_id: Some(sample.id.clone()),
+                ..Default::default()
+            },
+        ),
+        (
+            "Row id fragment (short id)".into(),
+            RequestLogFilter {
+                request_id: Some(tail.to_owned()),
+                ..Default::default()
+            },
+        ),
+        (
+            "Client x-request-id".into(),
+            RequestLogFilter {
+                request_id: sample.client_request_id.clone(),
+                ..Default::default()
+            },
+        ),
+        (
+            "Date from (7 days)".into(),
+            RequestLogFilter {
+                admitted_from: Some(from),
+                ..Default::default()
+            },
+        ),
+        (
+            "Date to (2 days ago)".into(),
+            RequestLogFilter {
+                admitted_before: Some(before),
+                ..Default::default()
+            },
+        ),
+        ("All combined".into(), combined.clone()),
+        (
             "All combined + id fragment".into(),
             RequestLogFilter {
-                pool_id: Some(pool.id.clone()),
-                status: Some("succeeded".into()),
-                upstream_identity_id: sample.upstream_identity_id.clone(),
-                model: Some(sample.requested_model.clone()),
-                api_key: sample.api_key_prefix.clone(),
                 request_id: Some(tail.to_owned()),
-                admitted_from: Some(from),
-                admitted_before: Some(now + day),
+                ..combined
             },
         ),
     ];

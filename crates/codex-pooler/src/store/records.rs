@@ -358,51 +358,59 @@ macro_rules! bind_measures {
 /// to or from the hourly (Pool × model) and daily (Pool × key × account ×
 /// model) rollups, in the bucket of its admission time. A row still in
 /// progress adds nothing.
+/// One finished request row's measures times the sign `$2`, in
+/// `rollup_measure_columns!` order, then `FROM requests` for row `$1`.
+macro_rules! signed_row_measures {
+    () => {
+        "CAST($2 AS BIGINT),
+                CASE WHEN status = 'succeeded' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN status = 'failed' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN status = 'rejected' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN status = 'cancelled' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN usage_status = 'usage_known' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN usage_status <> 'not_applicable' THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CASE WHEN settled_cost_micros IS NOT NULL THEN CAST($2 AS BIGINT) ELSE 0 END,
+                CAST($2 AS BIGINT) * COALESCE(input_tokens, 0), CAST($2 AS BIGINT) * COALESCE(cached_input_tokens, 0),
+                CAST($2 AS BIGINT) * COALESCE(output_tokens, 0), CAST($2 AS BIGINT) * COALESCE(reasoning_tokens, 0),
+                CAST($2 AS BIGINT) * COALESCE(total_tokens, 0), CAST($2 AS BIGINT) * COALESCE(settled_cost_micros, 0)
+             FROM requests WHERE id = $1 AND status IN ('succeeded', 'failed', 'rejected', 'cancelled')
+"
+    };
+}
+
 macro_rules! rollup_request {
     ($tx:expr, $request_id:expr, $sign:expr) => {{
         let request_id: &str = $request_id;
         let sign: i64 = $sign;
         sqlx::query(concat!(
-            "INSERT INTO usage_hourly (pool_id, model, hour_start, request_count, succeeded_count, failed_count,
-                rejected_count, cancelled_count, usage_known_count, metered_count, priced_count, input_tokens, cached_input_tokens, output_tokens,
-                reasoning_tokens, total_tokens, settled_cost_micros)
-             SELECT pool_id, requested_model, admitted_at - (admitted_at % 3600000), CAST($2 AS BIGINT),
-                CASE WHEN status = 'succeeded' THEN CAST($2 AS BIGINT) ELSE 0 END,
-                CASE WHEN status = 'failed' THEN CAST($2 AS BIGINT) ELSE 0 END,
-                CASE WHEN status = 'rejected' THEN CAST($2 AS BIGINT) ELSE 0 END,
-                CASE WHEN status = 'cancelled' THEN CAST($2 AS BIGINT) ELSE 0 END,
-                CASE WHEN usage_status = 'usage_known' THEN CAST($2 AS BIGINT) ELSE 0 END,
-                CASE WHEN usage_status <> 'not_applicable' THEN CAST($2 AS BIGINT) ELSE 0 END,
-                CASE WHEN settled_cost_micros IS NOT NULL THEN CAST($2 AS BIGINT) ELSE 0 END,
-                CAST($2 AS BIGINT) * COALESCE(input_tokens, 0), CAST($2 AS BIGINT) * COALESCE(cached_input_tokens, 0),
-                CAST($2 AS BIGINT) * COALESCE(output_tokens, 0), CAST($2 AS BIGINT) * COALESCE(reasoning_tokens, 0),
-                CAST($2 AS BIGINT) * COALESCE(total_tokens, 0), CAST($2 AS BIGINT) * COALESCE(settled_cost_micros, 0)
-             FROM requests WHERE id = $1 AND status IN ('succeeded', 'failed', 'rejected', 'cancelled')
-             ON CONFLICT (pool_id, model, hour_start) DO UPDATE SET ", rollup_add_set!("usage_hourly")
+            "INSERT INTO usage_hourly (pool_id, model, hour_start, ",
+            rollup_measure_columns!(),
+            ")
+             SELECT pool_id, requested_model, admitted_at - (admitted_at % 3600000), ",
+            signed_row_measures!(),
+            "
+             ON CONFLICT (pool_id, model, hour_start) DO UPDATE SET ",
+            rollup_add_set!("usage_hourly")
         ))
-        .bind(request_id).bind(sign)
-        .execute(&mut *$tx).await?;
+        .bind(request_id)
+        .bind(sign)
+        .execute(&mut *$tx)
+        .await?;
         sqlx::query(concat!(
-            "INSERT INTO usage_daily (day_start, pool_id, api_key_id, identity_id, model, request_count, succeeded_count,
-                failed_count, rejected_count, cancelled_count, usage_known_count, metered_count, priced_count, input_tokens, cached_input_tokens,
-                output_tokens, reasoning_tokens, total_tokens, settled_cost_micros)
+            "INSERT INTO usage_daily (day_start, pool_id, api_key_id, identity_id, model, ",
+            rollup_measure_columns!(),
+            ")
              SELECT admitted_at - (admitted_at % 86400000), pool_id, COALESCE(api_key_id, ''),
-                COALESCE(upstream_identity_id, ''), requested_model, CAST($2 AS BIGINT),
-                CASE WHEN status = 'succeeded' THEN CAST($2 AS BIGINT) ELSE 0 END,
-                CASE WHEN status = 'failed' THEN CAST($2 AS BIGINT) ELSE 0 END,
-                CASE WHEN status = 'rejected' THEN CAST($2 AS BIGINT) ELSE 0 END,
-                CASE WHEN status = 'cancelled' THEN CAST($2 AS BIGINT) ELSE 0 END,
-                CASE WHEN usage_status = 'usage_known' THEN CAST($2 AS BIGINT) ELSE 0 END,
-                CASE WHEN usage_status <> 'not_applicable' THEN CAST($2 AS BIGINT) ELSE 0 END,
-                CASE WHEN settled_cost_micros IS NOT NULL THEN CAST($2 AS BIGINT) ELSE 0 END,
-                CAST($2 AS BIGINT) * COALESCE(input_tokens, 0), CAST($2 AS BIGINT) * COALESCE(cached_input_tokens, 0),
-                CAST($2 AS BIGINT) * COALESCE(output_tokens, 0), CAST($2 AS BIGINT) * COALESCE(reasoning_tokens, 0),
-                CAST($2 AS BIGINT) * COALESCE(total_tokens, 0), CAST($2 AS BIGINT) * COALESCE(settled_cost_micros, 0)
-             FROM requests WHERE id = $1 AND status IN ('succeeded', 'failed', 'rejected', 'cancelled')
-             ON CONFLICT (day_start, pool_id, api_key_id, identity_id, model) DO UPDATE SET ", rollup_add_set!("usage_daily")
+                COALESCE(upstream_identity_id, ''), requested_model, ",
+            signed_row_measures!(),
+            "
+             ON CONFLICT (day_start, pool_id, api_key_id, identity_id, model) DO UPDATE SET ",
+            rollup_add_set!("usage_daily")
         ))
-        .bind(request_id).bind(sign)
-        .execute(&mut *$tx).await?;
+        .bind(request_id)
+        .bind(sign)
+        .execute(&mut *$tx)
+        .await?;
     }};
 }
 
@@ -839,31 +847,6 @@ impl Store {
             tx.commit().await?;
             Ok(())
         })
-    }
-
-    /// Newest-first page of request rows, at most `limit`, older than `before`.
-    /// `scope_operator` limits rows to the Pools assigned to that operator
-    /// (admins); `None` sees every Pool (owners).
-    pub async fn list_request_logs(
-        &self,
-        limit: i64,
-        before: Option<&RequestCursor>,
-        scope_operator: Option<&str>,
-    ) -> StoreResult<Vec<RequestLogRow>> {
-        let (at, id) = match before {
-            Some(c) => (Some(c.admitted_at), Some(c.id.clone())),
-            None => (None, None),
-        };
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {REQUEST_LOG_COLUMNS} FROM requests r LEFT JOIN pools p ON p.id = r.pool_id
-             WHERE ($1 IS NULL OR r.admitted_at < $1 OR (r.admitted_at = $1 AND r.id < $2))
-               AND ($4 IS NULL OR r.pool_id IN (SELECT op.pool_id FROM operator_pools op WHERE op.operator_id = $4))
-             ORDER BY r.admitted_at DESC, r.id DESC LIMIT $3"
-        ));
-        Ok(
-            with_pool!(self, pool => sqlx::query_as::<_, RequestLogRow>(sql)
-            .bind(at).bind(id).bind(limit).bind(scope_operator).fetch_all(pool).await)?,
-        )
     }
 
     /// Newest-first page of request rows matching `filter` (see

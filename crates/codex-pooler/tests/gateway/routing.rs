@@ -382,7 +382,7 @@ async fn a_crash_during_streams_leaves_no_request_in_progress_after_restart() {
     let mut in_progress = 0;
     for _ in 0..200 {
         in_progress = store
-            .list_request_logs(50, None, None)
+            .list_request_logs_filtered(&Default::default(), 50, None, None)
             .await
             .expect("rows")
             .iter()
@@ -400,7 +400,10 @@ async fn a_crash_during_streams_leaves_no_request_in_progress_after_restart() {
     let _ = address(&mut restarted).await;
     let mut rows = Vec::new();
     for _ in 0..400 {
-        rows = store.list_request_logs(50, None, None).await.expect("rows");
+        rows = store
+            .list_request_logs_filtered(&Default::default(), 50, None, None)
+            .await
+            .expect("rows");
         if rows.iter().all(|r| r.status != "in_progress") {
             break;
         }
