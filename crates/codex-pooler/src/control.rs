@@ -11,7 +11,8 @@ use crate::domain::jwt::decode_claims;
 use crate::domain::keys::{self, API_KEY_KIND, OPERATOR_TOKEN_KIND};
 use crate::runtime::UpstreamSecret;
 use crate::store::{
-    AuditActor, ImportedIdentity, NewApiKey, NewIdentity, SealedSecret, Store, StoreError,
+    AuditActor, ImportVia, ImportedIdentity, KeyPolicy, NewApiKey, NewIdentity, SealedSecret,
+    Store, StoreError,
 };
 
 /// Errors of control-plane operations.
@@ -229,10 +230,30 @@ pub async fn import_auth_json(
     pool_id: &str,
     parsed: &ParsedAuthJson,
 ) -> Result<ImportedIdentity, ControlError> {
+    import_tokens(
+        store,
+        secret_box,
+        actor,
+        pool_id,
+        parsed,
+        ImportVia::AuthJson,
+    )
+    .await
+}
+
+/// Imports parsed tokens into a Pool, saying how they arrived.
+pub async fn import_tokens(
+    store: &Store,
+    secret_box: &SecretBox,
+    actor: &AuditActor,
+    pool_id: &str,
+    parsed: &ParsedAuthJson,
+    via: ImportVia<'_>,
+) -> Result<ImportedIdentity, ControlError> {
     let plain = serde_json::to_vec(&parsed.secret)
         .map_err(|e| ControlError::InvalidInput(e.to_string()))?;
     let imported = store
-        .import_identity(actor, pool_id, &parsed.identity, |row_id| {
+        .import_identity_via(actor, pool_id, &parsed.identity, via, |row_id| {
             let (ciphertext, nonce) = secret_box.seal(row_id, &plain).map_err(|e| e.to_string())?;
             Ok(SealedSecret {
                 ciphertext,
@@ -253,7 +274,39 @@ pub async fn create_api_key(
     allowed_models: Option<Vec<String>>,
     expires_at: Option<i64>,
 ) -> Result<(String, String), ControlError> {
-    let name = name.trim();
+    create_api_key_with(
+        store,
+        actor,
+        pool_id,
+        &KeySpec {
+            name: name.to_owned(),
+            allowed_models,
+            expires_at,
+            ..KeySpec::default()
+        },
+    )
+    .await
+}
+
+/// Everything a new key is created with.
+#[derive(Debug, Clone, Default)]
+pub struct KeySpec {
+    pub name: String,
+    pub allowed_models: Option<Vec<String>>,
+    pub enforced_model: Option<String>,
+    pub expires_at: Option<i64>,
+    pub policy: KeyPolicy,
+}
+
+/// Creates an API key with its models, enforcement and limits in one
+/// transaction; returns (key id, raw key shown once).
+pub async fn create_api_key_with(
+    store: &Store,
+    actor: &AuditActor,
+    pool_id: &str,
+    spec: &KeySpec,
+) -> Result<(String, String), ControlError> {
+    let name = spec.name.trim();
     if name.is_empty() || name.len() > 120 {
         return Err(ControlError::InvalidInput(
             "key name must be 1-120 characters".into(),
@@ -268,9 +321,10 @@ pub async fn create_api_key(
                 display_name: name.to_owned(),
                 key_prefix: key.prefix.clone(),
                 key_hash: key.secret_hash.clone(),
-                expires_at,
-                allowed_models,
-                enforced_model: None,
+                expires_at: spec.expires_at,
+                allowed_models: spec.allowed_models.clone(),
+                enforced_model: spec.enforced_model.clone(),
+                policy: spec.policy.clone(),
             },
         )
         .await?;

@@ -83,6 +83,9 @@ pub async fn run(
         },
     )
     .await?;
+    // Accounts linked from the console (device code) talk to the simulator too.
+    settings.upstream_base_url = sim.base_url();
+    settings.auth_base_url = sim.base_url();
     let app = RunningApp::spawn(settings).await?;
     let info = seed(&app, &sim).await?;
     let demo_json = state_dir.join("demo.json");

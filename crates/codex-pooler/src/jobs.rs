@@ -216,7 +216,7 @@ async fn routable_candidates(rt: &Runtime) -> anyhow::Result<Vec<Candidate>> {
 pub async fn poll_usage_once(rt: &Runtime) -> anyhow::Result<usize> {
     let mut answered = 0;
     for candidate in routable_candidates(rt).await? {
-        match poll_usage(rt, &candidate).await {
+        match read_account_usage(rt, &candidate).await {
             Ok(()) => answered += 1,
             Err(err) => {
                 tracing::debug!(identity = %candidate.identity.id, error = %err, "usage poll failed")
@@ -226,7 +226,9 @@ pub async fn poll_usage_once(rt: &Runtime) -> anyhow::Result<usize> {
     Ok(answered)
 }
 
-async fn poll_usage(rt: &Runtime, candidate: &Candidate) -> anyhow::Result<()> {
+/// Reads one account's quota windows from the usage endpoint (refreshing
+/// its token first when it is about to expire) and records them.
+pub async fn read_account_usage(rt: &Runtime, candidate: &Candidate) -> anyhow::Result<()> {
     let creds = rt
         .fresh_credentials(candidate)
         .await

@@ -13,6 +13,7 @@ pub mod config;
 pub mod control;
 pub mod crypto;
 pub mod demo;
+pub mod device_link;
 pub mod domain;
 pub mod error;
 pub mod health;

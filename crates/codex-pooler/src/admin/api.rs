@@ -1,7 +1,8 @@
 //! `GET /admin/api/request-logs` (newest first, bounded page, keyset cursor) and
 //! `GET /admin/api/request-logs/{id}` (the row with its attempts), behind
 //! `Authorization: Bearer <operator token>` or, for the console's own live
-//! updates, a same-origin read with the session cookie.
+//! updates, a same-origin read with the session cookie (refused with 403
+//! while that operator must still replace a temporary password).
 
 use std::sync::Arc;
 
@@ -13,7 +14,9 @@ use axum::routing::get;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::console::session::{is_cross_origin, presented_session, token_hash};
+use super::console::session::{
+    is_cross_origin, password_change_required, presented_session, token_hash,
+};
 use crate::domain::keys::{OPERATOR_TOKEN_KIND, hashes_match, parse};
 use crate::runtime::Runtime;
 use crate::store::RequestCursor;
@@ -27,6 +30,9 @@ pub const MAX_PAGE: i64 = 200;
 pub enum AdminError {
     #[error("an operator token or a console session is required")]
     Unauthenticated,
+    /// A session whose operator must still replace a temporary password.
+    #[error("{0}")]
+    PasswordChangeRequired(String),
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("invalid {0}")]
@@ -39,6 +45,9 @@ impl IntoResponse for AdminError {
     fn into_response(self) -> Response {
         let (status, code) = match &self {
             AdminError::Unauthenticated => (StatusCode::UNAUTHORIZED, "operator_token_required"),
+            AdminError::PasswordChangeRequired(_) => {
+                (StatusCode::FORBIDDEN, "password_change_required")
+            }
             AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             AdminError::BadParameter(_) => (StatusCode::BAD_REQUEST, "invalid_parameter"),
             AdminError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
@@ -114,6 +123,11 @@ async fn authenticate_session(
         .await
         .map_err(|_| AdminError::Internal)?
         .ok_or(AdminError::Unauthenticated)?;
+    if session.must_change_password {
+        return Err(AdminError::PasswordChangeRequired(
+            password_change_required(),
+        ));
+    }
     Ok(if session.role == "owner" {
         None
     } else {

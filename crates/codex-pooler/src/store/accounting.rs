@@ -172,6 +172,16 @@ pub struct KeyWindowUsage {
     pub pending_count: i64,
 }
 
+/// One Pool's traffic in one hour.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PoolHourTraffic {
+    pub pool_id: String,
+    pub hour_start: i64,
+    pub requests: i64,
+    pub failed: i64,
+    pub tokens: i64,
+}
+
 impl Store {
     /// The earliest day that still has request rows (rollups before it are
     /// kept as they are: their rows may have been pruned).
@@ -258,6 +268,18 @@ impl Store {
             stored_d.iter().map(|r| (daily_key(r), r.m)),
         ));
         Ok(mismatches)
+    }
+
+    /// Requests, failures and tokens per Pool and hour from `from_ms` on
+    /// (the Pools list's health figures and traffic chart).
+    pub async fn pool_traffic_by_hour(&self, from_ms: i64) -> StoreResult<Vec<PoolHourTraffic>> {
+        Ok(
+            with_pool!(self, pool => sqlx::query_as::<_, PoolHourTraffic>(
+            "SELECT pool_id, hour_start, CAST(SUM(request_count) AS BIGINT) AS requests,
+                    CAST(SUM(failed_count) AS BIGINT) AS failed, CAST(SUM(total_tokens) AS BIGINT) AS tokens
+             FROM usage_hourly WHERE hour_start >= $1 GROUP BY pool_id, hour_start ORDER BY pool_id, hour_start")
+            .bind(from_ms).fetch_all(pool).await)?,
+        )
     }
 
     /// Sums of the hourly rollups of a Pool (or all Pools) from `from_ms` on.

@@ -23,7 +23,7 @@ pub enum PoolScope<'a> {
 
 impl<'a> PoolScope<'a> {
     /// The operator id to filter on, `None` for everything.
-    fn operator(self) -> Option<&'a str> {
+    pub(crate) fn operator(self) -> Option<&'a str> {
         match self {
             PoolScope::All => None,
             PoolScope::AssignedTo(id) => Some(id),
@@ -940,35 +940,47 @@ impl Store {
 
     /// Replaces an operator's password and clears the must-change flag
     /// (`auth.required_password_change` when the change was forced,
-    /// `auth.password_change` otherwise).
+    /// `auth.password_change` otherwise). Every other session of the operator
+    /// (all but `keep_session`) is revoked in the same transaction, and
+    /// sign-ins waiting for a second factor are dropped: whoever knew the old
+    /// password is signed out. Returns how many sessions were revoked.
     pub async fn change_operator_password(
         &self,
         actor: &AuditActor,
         operator_id: &str,
         password_hash: &str,
         required: bool,
-    ) -> StoreResult<()> {
+        keep_session: Option<&str>,
+    ) -> StoreResult<u64> {
         let action = if required {
             "auth.required_password_change"
         } else {
             "auth.password_change"
         };
+        let now = now_ms();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let changed = sqlx::query(
                 "UPDATE operators SET password_hash = $2, must_change_password = FALSE, updated_at = $3
                  WHERE id = $1 AND status = 'active'")
-                .bind(operator_id).bind(password_hash).bind(now_ms())
+                .bind(operator_id).bind(password_hash).bind(now)
                 .execute(&mut *tx).await?.rows_affected();
             if changed != 1 {
                 return Err(StoreError::NotFound("active operator"));
             }
+            let revoked = sqlx::query(
+                "UPDATE admin_sessions SET revoked_at = $3
+                 WHERE operator_id = $1 AND id <> COALESCE(CAST($2 AS TEXT), '') AND revoked_at IS NULL")
+                .bind(operator_id).bind(keep_session).bind(now)
+                .execute(&mut *tx).await?.rows_affected();
+            sqlx::query("DELETE FROM login_challenges WHERE operator_id = $1")
+                .bind(operator_id).execute(&mut *tx).await?;
             insert_audit!(tx, AuditEntry {
                 actor, action, target_kind: "operator", target_id: Some(operator_id), pool_id: None,
-                details: serde_json::json!({"fields": ["password"]}),
+                details: serde_json::json!({"fields": ["password"], "sessions_revoked": revoked}),
             });
             tx.commit().await?;
-            Ok(())
+            Ok(revoked)
         })
     }
 

@@ -137,6 +137,15 @@ pub struct SealedSecret {
     pub key_version: i64,
 }
 
+/// How an account's tokens reached the gateway.
+#[derive(Debug, Clone, Copy)]
+pub enum ImportVia<'a> {
+    /// A pasted or uploaded `auth.json` (or the command line).
+    AuthJson,
+    /// A completed device-code link, closing this flow.
+    DeviceLink { flow_id: &'a str },
+}
+
 /// Result of importing an identity into a Pool.
 #[derive(Debug, Clone)]
 pub struct ImportedIdentity {
@@ -155,6 +164,8 @@ pub struct NewApiKey {
     pub expires_at: Option<i64>,
     pub allowed_models: Option<Vec<String>>,
     pub enforced_model: Option<String>,
+    /// Enforcement and limits, set with the key in one transaction.
+    pub policy: super::KeyPolicy,
 }
 
 impl Store {
@@ -316,9 +327,36 @@ impl Store {
     where
         F: Fn(&str) -> Result<SealedSecret, String>,
     {
+        self.import_identity_via(actor, pool_id, identity, ImportVia::AuthJson, seal)
+            .await
+    }
+
+    /// [`Store::import_identity`], saying how the tokens arrived: a device-code
+    /// link also closes its flow, in the same transaction as the import and
+    /// its audit event. An archived Pool takes no accounts.
+    pub async fn import_identity_via<F>(
+        &self,
+        actor: &AuditActor,
+        pool_id: &str,
+        identity: &NewIdentity,
+        via: ImportVia<'_>,
+        seal: F,
+    ) -> StoreResult<ImportedIdentity>
+    where
+        F: Fn(&str) -> Result<SealedSecret, String>,
+    {
         let now = now_ms();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            let status: Option<(String,)> = sqlx::query_as("SELECT status FROM pools WHERE id = $1")
+                .bind(pool_id).fetch_optional(&mut *tx).await?;
+            match status {
+                None => return Err(StoreError::NotFound("Pool")),
+                Some((s,)) if s == "archived" => {
+                    return Err(StoreError::Refused("this Pool is archived: it takes no new accounts or keys"));
+                }
+                Some(_) => {}
+            }
             let existing: Option<(String,)> = sqlx::query_as(
                 "SELECT id FROM upstream_identities WHERE chatgpt_account_id = $1 AND COALESCE(chatgpt_user_id, '') = COALESCE($2, '')")
                 .bind(&identity.chatgpt_account_id).bind(identity.chatgpt_user_id.as_deref())
@@ -364,9 +402,24 @@ impl Store {
                     id
                 }
             };
+            let action = match via {
+                ImportVia::AuthJson if replaced_existing => "upstream.credentials_replace",
+                ImportVia::AuthJson => "upstream.import",
+                ImportVia::DeviceLink { flow_id } => {
+                    let closed = sqlx::query(
+                        "UPDATE upstream_link_flows SET status = 'completed', identity_id = $2, updated_at = $3
+                         WHERE id = $1 AND pool_id = $4 AND status = 'pending'")
+                        .bind(flow_id).bind(&identity_id).bind(now).bind(pool_id)
+                        .execute(&mut *tx).await?.rows_affected();
+                    if closed != 1 {
+                        return Err(StoreError::Refused("this device-code link was already completed or has ended"));
+                    }
+                    "upstream_account.oauth_device_link"
+                }
+            };
             insert_audit!(tx, AuditEntry {
                 actor,
-                action: if replaced_existing { "upstream.credentials_replace" } else { "upstream.import" },
+                action,
                 target_kind: "upstream_identity", target_id: Some(&identity_id), pool_id: Some(pool_id),
                 details: serde_json::json!({"label": identity.label, "plan_type": identity.plan_type,
                     "fields": ["access_token", "refresh_token", "id_token"], "assignment_id": assignment_id}),
@@ -384,19 +437,42 @@ impl Store {
             .allowed_models
             .as_ref()
             .map(|m| serde_json::json!(m).to_string());
+        let p = &key.policy;
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            let status: Option<(String,)> = sqlx::query_as("SELECT status FROM pools WHERE id = $1")
+                .bind(&key.pool_id).fetch_optional(&mut *tx).await?;
+            match status {
+                None => return Err(StoreError::NotFound("Pool")),
+                Some((s,)) if s == "archived" => {
+                    return Err(StoreError::Refused("this Pool is archived: it takes no new accounts or keys"));
+                }
+                Some(_) => {}
+            }
             sqlx::query(
-                "INSERT INTO api_keys (id, pool_id, display_name, key_prefix, key_hash, status, expires_at, allowed_models, enforced_model, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $9)")
+                "INSERT INTO api_keys (id, pool_id, display_name, key_prefix, key_hash, status, expires_at, allowed_models, enforced_model,
+                    enforced_reasoning_effort, maximum_reasoning_effort, enforced_service_tier,
+                    max_requests_per_minute, max_tokens_per_day, max_tokens_per_week, max_input_tokens_per_request,
+                    max_output_tokens_per_request, max_spend_micros_per_day, max_spend_micros_per_week, max_spend_micros_per_month,
+                    created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, 'active', $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $20)")
                 .bind(&id).bind(&key.pool_id).bind(&key.display_name).bind(&key.key_prefix).bind(&key.key_hash)
-                .bind(key.expires_at).bind(allowed.as_deref()).bind(key.enforced_model.as_deref()).bind(now)
+                .bind(key.expires_at).bind(allowed.as_deref()).bind(key.enforced_model.as_deref())
+                .bind(p.enforced_reasoning_effort.as_deref()).bind(p.maximum_reasoning_effort.as_deref())
+                .bind(p.enforced_service_tier.as_deref()).bind(p.max_requests_per_minute).bind(p.max_tokens_per_day)
+                .bind(p.max_tokens_per_week).bind(p.max_input_tokens_per_request).bind(p.max_output_tokens_per_request)
+                .bind(p.max_spend_micros_per_day).bind(p.max_spend_micros_per_week).bind(p.max_spend_micros_per_month)
+                .bind(now)
                 .execute(&mut *tx).await
                 .map_err(|e| StoreError::from_insert(e, "API key"))?;
+            let mut fields = vec!["display_name", "expires_at", "allowed_models", "enforced_model"];
+            if p != &super::KeyPolicy::default() {
+                fields.push("policy");
+            }
             insert_audit!(tx, AuditEntry {
                 actor, action: "api_key.create", target_kind: "api_key", target_id: Some(&id), pool_id: Some(&key.pool_id),
                 details: serde_json::json!({"display_name": key.display_name, "prefix": key.key_prefix,
-                    "fields": ["display_name", "expires_at", "allowed_models", "enforced_model"]}),
+                    "fields": fields, "policy": p}),
             });
             tx.commit().await?;
             Ok(id)

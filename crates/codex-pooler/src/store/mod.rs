@@ -11,7 +11,9 @@ mod jobs;
 mod policy;
 mod records;
 mod runtime;
+mod security;
 mod seeding;
+mod upstreams;
 mod usage;
 
 pub use accounting::*;
@@ -20,7 +22,9 @@ pub use control::*;
 pub use policy::*;
 pub use records::*;
 pub use runtime::*;
+pub use security::*;
 pub use seeding::*;
+pub use upstreams::*;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -43,6 +47,9 @@ pub enum StoreError {
     NotFound(&'static str),
     #[error("{0} already exists")]
     Conflict(&'static str),
+    /// A rule of the change refused it; the text says which.
+    #[error("{0}")]
+    Refused(&'static str),
     #[error("stored data is invalid: {0}")]
     Corrupt(String),
 }

@@ -11,11 +11,15 @@
 //                                     per page visited
 // Through the pages only (forms and links, as an operator would): open the
 // bootstrap link, create the owner, sign in, create a Pool, paste the
-// auth.json, create an API key and copy it from its page, call the gateway
-// with it, watch the key's last-used time appear on the Pool page, and find
-// every step in the Audit logs. Exits non-zero with the failed step on the
+// auth.json, refresh it and watch its quota countdown, link a second account
+// with a device code, create an API key and copy it from its page, call the
+// gateway with it, watch the key's last-used time appear on the Pool page,
+// create a limited key in the wizard, read the Pools list's traffic, find
+// every step in the Audit logs and open one, then turn on two-factor sign-in
+// and sign in again with a recovery code. Exits non-zero with the failed step on the
 // first failure.
 
+import { createHmac } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
@@ -110,7 +114,8 @@ async function cell(page, first, column) {
         if (col < 0) continue;
         for (const tr of table.querySelectorAll("tbody tr")) {
           const cells = tr.querySelectorAll("td");
-          if (cells[0] && cells[0].textContent.trim() === first && cells[col]) {
+          const head = cells[0] && (cells[0].querySelector("a") || cells[0]);
+          if (head && head.textContent.trim() === first && cells[col]) {
             return cells[col].textContent.trim();
           }
         }
@@ -139,6 +144,22 @@ async function callGateway(key) {
   const body = await res.text();
   check(res.status === 200, `request with the copied key: HTTP ${res.status}: ${body.slice(0, 300)}`);
   check(body.includes("response.completed"), `the stream completes: ${body.slice(-300)}`);
+}
+
+/** The current 6-digit TOTP code (RFC 6238: SHA-1, 30 s) of a base32 secret. */
+function totpCode(secretBase32) {
+  const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+  let bits = "";
+  for (const ch of secretBase32.replace(/=+$/, "").toUpperCase()) {
+    bits += alphabet.indexOf(ch).toString(2).padStart(5, "0");
+  }
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(Date.now() / 1000 / 30)));
+  const mac = createHmac("sha1", key).update(counter).digest();
+  const offset = mac[mac.length - 1] & 0x0f;
+  const value = (mac.readUInt32BE(offset) & 0x7fffffff) % 1_000_000;
+  return String(value).padStart(6, "0");
 }
 
 // Known console errors, each waiting for its fix; delete the entry with the fix.
@@ -221,6 +242,46 @@ async function story(page) {
     await screenshot(page, "first-run-pool-imported.png");
   });
 
+  await step("refresh the account now and watch its quota reset count down", async () => {
+    check(await page.evaluate(() => typeof window.htmx === "object"), "the vendored htmx is loaded");
+    await loads(page, () => page.click(`form[action^="${poolPath}/upstreams/"][action$="/refresh"] button`));
+    check(pathOf(page) === poolPath, `back on the Pool page: ${page.url()}`);
+    check((await notices(page)).some((n) => n.includes("Tokens refreshed")), "the refresh is confirmed");
+    const countdown = 'main [data-countdown-seconds]';
+    check((await page.$$(countdown)).length > 0, "quota windows show a reset countdown");
+    // The server writes whole seconds ("17999s"); the script turns them into
+    // a live "4h 59m" and keeps counting.
+    await page.waitForFunction(
+      (sel) => {
+        const el = document.querySelector(sel);
+        return el.dataset.countdownSeen && /^(\d+d \d+h|\d+h \d+m|\d+m \d+s|\d+s|now)$/.test(el.textContent)
+          && el.textContent !== `${el.dataset.countdownSeconds}s`;
+      },
+      countdown,
+      { timeout: 5_000 },
+    );
+    check(!(await page.textContent("main")).includes("1970-"), "reset times are real dates");
+    await screenshot(page, "first-run-pool-quota.png");
+  });
+
+  await step("link a second account with a device code", async () => {
+    await page.fill(`form[action="${poolPath}/device-links"] input[name="label"]`, "Device account");
+    await submit(page, `${poolPath}/device-links`);
+    check(pathOf(page).startsWith(`${poolPath}/device-links/`), `the link page: ${page.url()}`);
+    const code = (await page.textContent(".user-code")).trim();
+    check(/^SIM/.test(code), `a user code is shown: ${code}`);
+    check((await page.textContent("main")).includes("/codex/device"), "where to enter the code");
+    await screenshot(page, "first-run-device-link.png");
+    // The page checks by itself (the simulator accepts the code on its second poll).
+    await page.waitForURL((url) => url.pathname === poolPath, { timeout: 20_000 });
+    await page.waitForLoadState("load");
+    check(
+      (await notices(page)).some((n) => n.includes("linked with a device code")),
+      `the link is confirmed: ${await notices(page)}`,
+    );
+    check((await page.textContent("#upstreams-table")).includes("Device account"), "the account is listed");
+  });
+
   await step("create an API key and copy it from its page", async () => {
     await page.fill(`form[action="${poolPath}/api-keys"] input[name="name"]`, fixture.key_name);
     await submit(page, `${poolPath}/api-keys`);
@@ -260,10 +321,39 @@ async function story(page) {
     await screenshot(page, "first-run-key-used.png");
   });
 
-  await step("the Pools page counts the account and the key", async () => {
+  await step("create a key with models, enforcement and limits in the wizard", async () => {
+    await loads(page, () => page.click(`a[href="${poolPath}/api-keys/new"]`));
+    const next = () => loads(page, () => page.click('button[name="go"]:not(.small)'));
+    await page.fill('input[name="name"]', "ci robot");
+    await page.fill('input[name="expires_in_days"]', "90");
+    await next();
+    check((await page.textContent('[aria-current="step"]')).includes("Models"), "step 2: models");
+    await page.fill('textarea[name="allowed_models"]', fixture.model);
+    await next();
+    check((await page.textContent('[aria-current="step"]')).includes("Enforcement"), "step 3");
+    await page.check('input[name="reasoning_mode"][value="maximum"]');
+    await page.selectOption('select[name="reasoning_effort"]', "high");
+    await next();
+    check((await page.textContent('[aria-current="step"]')).includes("Limits"), "step 4");
+    await page.fill('input[name="max_requests_per_minute"]', "60");
+    await page.fill('input[name="max_spend_usd_per_month"]', "20");
+    await next();
+    check((await page.textContent('[aria-current="step"]')).includes("Review"), "step 5");
+    const review = await page.textContent("dl.facts");
+    for (const shown of ["ci robot", "in 90 days", fixture.model, "up to high", "$20.00"]) {
+      check(review.includes(shown), `the review shows ${shown}: ${review}`);
+    }
+    await screenshot(page, "first-run-key-wizard.png");
+    await submit(page, `${poolPath}/api-keys`);
+    check((await page.textContent("h1")).includes("ci robot"), "the wizard's key is created");
+  });
+
+  await step("the Pools page counts the accounts, the keys and the traffic", async () => {
     await navigate(page, "/admin/pools");
-    check((await cell(page, fixture.pool.name, "Usable accounts")) === "1", "one usable account");
-    check((await cell(page, fixture.pool.name, "Active keys")) === "1", "one active key");
+    check((await cell(page, fixture.pool.name, "Usable / accounts")) === "2 / 2", "two usable accounts");
+    check((await cell(page, fixture.pool.name, "Active keys")) === "2", "two active keys");
+    check((await cell(page, fixture.pool.name, "Requests 5 h")) === "1", "one request in the last 5 h");
+    check((await page.$$("svg.traffic rect.all")).length > 0, "the 24 h chart draws the hour");
     await screenshot(page, "first-run-pools-list.png");
   });
 
@@ -275,18 +365,56 @@ async function story(page) {
         text: tr.textContent,
       })),
     );
-    for (const action of ["auth.bootstrap", "auth.login", "pool.create", "upstream.import", "api_key.create"]) {
+    const expected = {
+      "auth.bootstrap": 1,
+      "auth.login": 1,
+      "pool.create": 1,
+      "upstream.import": 1,
+      "upstream_account.refresh": 1,
+      "upstream_account.device_link_start": 1,
+      "upstream_account.oauth_device_link": 1,
+      "api_key.create": 2,
+    };
+    for (const [action, count] of Object.entries(expected)) {
       const found = rows.filter((r) => r.action === action);
-      check(found.length === 1, `${action} listed once: ${JSON.stringify(rows.map((r) => r.action))}`);
-      check(found[0].text.includes(owner.email), `${action} names the owner`);
+      check(found.length === count, `${action} listed ${count}×: ${JSON.stringify(rows.map((r) => r.action))}`);
+      check(found.every((r) => r.text.includes(owner.email)), `${action} names the owner`);
     }
     await screenshot(page, "first-run-audit-logs.png");
+    await loads(page, () => page.click("tbody tr td a"));
+    check(/^\/admin\/audit\/[^/]+$/.test(pathOf(page)), `an event's detail: ${page.url()}`);
+    check((await page.textContent("main")).includes(owner.email), "the detail names the actor");
+    await screenshot(page, "first-run-audit-event.png");
   });
 
   await step("the Operators page lists the owner", async () => {
     await navigate(page, "/admin/operators");
     check((await cell(page, owner.email, "Role")) === "owner", "the owner is listed with its role");
     await screenshot(page, "first-run-operators.png");
+  });
+
+  await step("turn on two-factor sign-in and sign in again with a recovery code", async () => {
+    await loads(page, () => page.click('header a[href="/admin/security"]'));
+    check((await page.textContent("h1")).trim() === "Security", "the Security page");
+    await screenshot(page, "first-run-security.png");
+    await submit(page, "/admin/security/totp/setup");
+    const secret = await page.inputValue("#totp-secret");
+    check(/^[A-Z2-7]{32}$/.test(secret), `a base32 secret is shown: ${secret}`);
+    await screenshot(page, "first-run-totp-setup.png");
+    await page.fill('input[name="code"]', totpCode(secret));
+    await submit(page, "/admin/security/totp/enable");
+    const codes = await page.$$eval("#recovery-codes li", (lis) => lis.map((li) => li.textContent.trim()));
+    check(codes.length === 10, `ten recovery codes: ${codes.length}`);
+    await screenshot(page, "first-run-recovery-codes.png");
+    await submit(page, "/logout");
+    await page.fill('input[name="email"]', owner.email);
+    await page.fill('input[name="password"]', owner.password);
+    await submit(page, "/login");
+    check(pathOf(page) === "/login/totp", `the second step is asked for: ${page.url()}`);
+    await screenshot(page, "first-run-login-totp.png");
+    await page.fill('input[name="code"]', codes[0]);
+    await submit(page, "/login/totp");
+    check(pathOf(page) === "/admin/pools", `signed in with a recovery code: ${page.url()}`);
   });
 }
 

@@ -13,22 +13,23 @@ use crate::on_both_backends;
 use crate::support::{Backend, Harness, text_request};
 
 /// A browser-like client: no redirects followed, the session cookie kept by hand.
-struct Browser {
-    base: String,
-    http: reqwest::Client,
-    cookie: Option<String>,
-    csrf: String,
+/// Shared with the other console test modules (`security`).
+pub(crate) struct Browser {
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+    pub(crate) cookie: Option<String>,
+    pub(crate) csrf: String,
 }
 
 /// A response's status, `Location` and body.
-struct Page {
-    status: StatusCode,
-    location: String,
-    body: String,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
+    pub(crate) location: String,
+    pub(crate) body: String,
 }
 
 impl Browser {
-    fn new(h: &Harness) -> Browser {
+    pub(crate) fn new(h: &Harness) -> Browser {
         Browser {
             base: h.app.base_url(),
             http: reqwest::Client::builder()
@@ -40,7 +41,7 @@ impl Browser {
         }
     }
 
-    async fn read(r: reqwest::Response) -> Page {
+    pub(crate) async fn read(r: reqwest::Response) -> Page {
         Page {
             status: r.status(),
             location: r
@@ -53,7 +54,7 @@ impl Browser {
         }
     }
 
-    async fn get(&self, path: &str) -> Page {
+    pub(crate) async fn get(&self, path: &str) -> Page {
         let mut req = self.http.get(format!("{}{path}", self.base));
         if let Some(c) = &self.cookie {
             req = req.header("cookie", c);
@@ -62,7 +63,7 @@ impl Browser {
     }
 
     /// POSTs a form as-is (no CSRF field added), with extra headers.
-    async fn post_raw(
+    pub(crate) async fn post_raw(
         &self,
         path: &str,
         fields: &[(&str, &str)],
@@ -84,7 +85,7 @@ impl Browser {
 
     /// POSTs a form the way the console's own pages do: with the CSRF field
     /// and same-origin browser headers.
-    async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post(&self, path: &str, fields: &[(&str, &str)]) -> Page {
         let mut all = vec![("csrf", self.csrf.as_str())];
         all.extend_from_slice(fields);
         let origin = self.base.clone();
@@ -96,7 +97,7 @@ impl Browser {
         .await
     }
 
-    async fn login(h: &Harness, email: &str, password: &str) -> Browser {
+    pub(crate) async fn login(h: &Harness, email: &str, password: &str) -> Browser {
         let mut b = Browser::new(h);
         let r = b
             .http
@@ -1820,6 +1821,91 @@ impl Change {
     }
 }
 
+/// Imports a new simulator account into `pool_id` with `label`, pointed at
+/// the simulator; returns (identity id, simulator account id).
+pub(crate) async fn import_sim_account(
+    h: &Harness,
+    pool_id: &str,
+    label: &str,
+) -> (String, String) {
+    let account = h.sim.create_account(AccountSpec::default());
+    let auth = h.sim.auth_json(&account.account_id).expect("auth.json");
+    let mut parsed = control::parse_auth_json(&auth.to_string(), Some(label)).expect("parse");
+    parsed.identity.base_url = Some(h.sim.base_url());
+    parsed.identity.auth_base_url = Some(h.sim.base_url());
+    let imported = control::import_auth_json(
+        &h.app.runtime.store,
+        &h.app.runtime.secret_box,
+        &AuditActor::cli(),
+        pool_id,
+        &parsed,
+    )
+    .await
+    .expect("import");
+    (imported.identity_id, account.account_id)
+}
+
+/// A device-code link of `pool_id`, created the way the console does it,
+/// whose code the simulator accepts on the next poll (the first poll, made
+/// here, is answered "pending").
+pub(crate) async fn ready_device_link(h: &Harness, pool_id: &str) -> String {
+    let http = reqwest::Client::new();
+    let code: Value = http
+        .post(format!(
+            "{}/api/accounts/deviceauth/usercode",
+            h.sim.base_url()
+        ))
+        .json(&json!({"client_id": "app_EMoamEEZ73f0CkXaXp7hrann"}))
+        .send()
+        .await
+        .expect("usercode")
+        .json()
+        .await
+        .expect("json");
+    let device_auth_id = code["device_auth_id"].as_str().expect("id").to_owned();
+    let user_code = code["user_code"].as_str().expect("code").to_owned();
+    let pending = http
+        .post(format!(
+            "{}/api/accounts/deviceauth/token",
+            h.sim.base_url()
+        ))
+        .json(&json!({"device_auth_id": device_auth_id, "user_code": user_code}))
+        .send()
+        .await
+        .expect("poll");
+    assert_eq!(
+        pending.status(),
+        StatusCode::FORBIDDEN,
+        "first poll is pending"
+    );
+    let rt = &h.app.runtime;
+    rt.store
+        .create_link_flow(
+            &AuditActor::cli(),
+            &codex_pooler::store::NewLinkFlow {
+                pool_id,
+                label: None,
+                user_code: &user_code,
+                verification_url: "http://127.0.0.1/codex/device",
+                poll_interval_secs: 5,
+                expires_at: codex_pooler::time::now_ms() + 600_000,
+            },
+            |flow_id| {
+                let (ciphertext, nonce) = rt
+                    .secret_box
+                    .seal(flow_id, device_auth_id.as_bytes())
+                    .map_err(|e| e.to_string())?;
+                Ok(codex_pooler::store::SealedSecret {
+                    ciphertext,
+                    nonce,
+                    key_version: codex_pooler::crypto::KEY_VERSION,
+                })
+            },
+        )
+        .await
+        .expect("flow")
+}
+
 /// The demo owner's password once the route-by-route test changed it.
 const NEW_OWNER_PASSWORD: &str = "route-owner-new-pw-1";
 
@@ -1862,6 +1948,36 @@ impl ChangeFixture {
         )
         .await
         .expect("operator")
+    }
+
+    /// A fresh account imported into the fixture Pool (pointed at the
+    /// simulator); returns (identity id, label).
+    async fn fresh_identity(&self, h: &Harness) -> (String, String) {
+        let label = format!("fixture account {}", self.next());
+        let (identity, _) = import_sim_account(h, &self.pool_id, &label).await;
+        (identity, label)
+    }
+
+    /// An account serving another Pool only (one that could be added to the
+    /// fixture Pool); returns its identity id.
+    async fn account_elsewhere(&self, h: &Harness) -> String {
+        let n = self.next();
+        let other = h
+            .app
+            .runtime
+            .store
+            .create_pool(&AuditActor::cli(), &format!("elsewhere-{n}"), "Elsewhere")
+            .await
+            .expect("pool");
+        import_sim_account(h, &other.id, &format!("elsewhere account {n}"))
+            .await
+            .0
+    }
+
+    /// A device-code link of the fixture Pool whose code the simulator will
+    /// accept on the next poll.
+    async fn ready_link(&self, h: &Harness) -> String {
+        ready_device_link(h, &self.pool_id).await
     }
 
     fn auth_json(&self, h: &Harness) -> String {
@@ -1912,6 +2028,123 @@ impl ChangeFixture {
                 &[("status", "paused")],
                 StatusCode::SEE_OTHER,
             ),
+            ("POST", "/admin/pools/{pool_id}/upstreams/assign") => {
+                let id = self.account_elsewhere(h).await;
+                Change::form(
+                    format!("/admin/pools/{pool}/upstreams/assign"),
+                    &[("identity_id", &id)],
+                    StatusCode::SEE_OTHER,
+                )
+            }
+            ("POST", "/admin/api/pools/{pool_id}/upstreams/assign") => {
+                let id = self.account_elsewhere(h).await;
+                Change::json(
+                    Method::POST,
+                    format!("/admin/api/pools/{pool}/upstreams/assign"),
+                    json!({"identity_id": id}),
+                    StatusCode::CREATED,
+                )
+            }
+            ("POST", "/admin/pools/{pool_id}/upstreams/{identity_id}/rename") => {
+                let (id, _) = self.fresh_identity(h).await;
+                Change::form(
+                    format!("/admin/pools/{pool}/upstreams/{id}/rename"),
+                    &[("label", &format!("renamed {n}"))],
+                    StatusCode::SEE_OTHER,
+                )
+            }
+            ("POST", "/admin/pools/{pool_id}/upstreams/{identity_id}/refresh") => {
+                let (id, _) = self.fresh_identity(h).await;
+                Change::form(
+                    format!("/admin/pools/{pool}/upstreams/{id}/refresh"),
+                    &[],
+                    StatusCode::SEE_OTHER,
+                )
+            }
+            ("POST", "/admin/pools/{pool_id}/upstreams/{identity_id}/credentials") => {
+                let label = format!("fixture account {n}");
+                let (id, account) = import_sim_account(h, pool, &label).await;
+                let fresh = h.sim.auth_json(&account).expect("auth.json").to_string();
+                Change::form(
+                    format!("/admin/pools/{pool}/upstreams/{id}/credentials"),
+                    &[("auth_json", &fresh)],
+                    StatusCode::SEE_OTHER,
+                )
+            }
+            ("POST", "/admin/pools/{pool_id}/upstreams/{identity_id}/delete") => {
+                let (id, label) = self.fresh_identity(h).await;
+                Change::form(
+                    format!("/admin/pools/{pool}/upstreams/{id}/delete"),
+                    &[("confirm_label", &label)],
+                    StatusCode::SEE_OTHER,
+                )
+            }
+            ("POST", "/admin/pools/{pool_id}/device-links") => Change::form(
+                format!("/admin/pools/{pool}/device-links"),
+                &[("label", &format!("linked {n}"))],
+                StatusCode::SEE_OTHER,
+            ),
+            ("POST", "/admin/pools/{pool_id}/device-links/{flow_id}/poll") => {
+                let flow = self.ready_link(h).await;
+                Change::form(
+                    format!("/admin/pools/{pool}/device-links/{flow}/poll"),
+                    &[],
+                    StatusCode::SEE_OTHER,
+                )
+            }
+            ("POST", "/admin/api/pools/{pool_id}/upstreams/{identity_id}/rename") => {
+                let (id, _) = self.fresh_identity(h).await;
+                Change::json(
+                    Method::POST,
+                    format!("/admin/api/pools/{pool}/upstreams/{id}/rename"),
+                    json!({"label": format!("renamed {n}")}),
+                    StatusCode::OK,
+                )
+            }
+            ("POST", "/admin/api/pools/{pool_id}/upstreams/{identity_id}/refresh") => {
+                let (id, _) = self.fresh_identity(h).await;
+                Change::json(
+                    Method::POST,
+                    format!("/admin/api/pools/{pool}/upstreams/{id}/refresh"),
+                    json!({}),
+                    StatusCode::OK,
+                )
+            }
+            ("POST", "/admin/api/pools/{pool_id}/upstreams/{identity_id}/credentials") => {
+                let label = format!("fixture account {n}");
+                let (id, account) = import_sim_account(h, pool, &label).await;
+                let fresh = h.sim.auth_json(&account).expect("auth.json");
+                Change::json(
+                    Method::POST,
+                    format!("/admin/api/pools/{pool}/upstreams/{id}/credentials"),
+                    json!({"auth_json": fresh}),
+                    StatusCode::OK,
+                )
+            }
+            ("DELETE", "/admin/api/pools/{pool_id}/upstreams/{identity_id}") => {
+                let (id, label) = self.fresh_identity(h).await;
+                Change::json(
+                    Method::DELETE,
+                    format!("/admin/api/pools/{pool}/upstreams/{id}"),
+                    json!({"confirm_label": label}),
+                    StatusCode::OK,
+                )
+            }
+            ("POST", "/admin/api/pools/{pool_id}/device-links") => Change::json(
+                Method::POST,
+                format!("/admin/api/pools/{pool}/device-links"),
+                json!({"label": format!("linked {n}")}),
+                StatusCode::CREATED,
+            ),
+            ("POST", "/admin/api/pools/{pool_id}/device-links/{flow_id}/poll") => {
+                let flow = self.ready_link(h).await;
+                Change::json(
+                    Method::POST,
+                    format!("/admin/api/pools/{pool}/device-links/{flow}/poll"),
+                    json!({}),
+                    StatusCode::OK,
+                )
+            }
             ("POST", "/admin/pools/{pool_id}/api-keys") => Change::form(
                 format!("/admin/pools/{pool}/api-keys"),
                 &[("name", &format!("form key {n}"))],
@@ -1950,6 +2183,43 @@ impl ChangeFixture {
                 ],
                 StatusCode::SEE_OTHER,
             ),
+            // Operator security: TOTP is set up, enabled and disabled again
+            // (so later sign-ins need no code), in MUTATING_ROUTES order,
+            // after the password change above.
+            ("POST", "/admin/security/totp/setup") => {
+                Change::form(pattern.into(), &[], StatusCode::OK)
+            }
+            ("POST", "/admin/security/totp/enable") => {
+                let owner = crate::security::operator_id(h, &h.info.admin_email).await;
+                let code = crate::security::pending_code(h, &owner).await;
+                Change::form(pattern.into(), &[("code", &code)], StatusCode::OK)
+            }
+            ("POST", "/admin/security/totp/disable") => Change::form(
+                pattern.into(),
+                &[("current_password", NEW_OWNER_PASSWORD)],
+                StatusCode::SEE_OTHER,
+            ),
+            ("POST", "/admin/security/sessions/{session_id}/revoke") => {
+                let session = crate::security::fresh_session(h, &h.info.admin_email).await;
+                Change::form(
+                    format!("/admin/security/sessions/{session}/revoke"),
+                    &[],
+                    StatusCode::SEE_OTHER,
+                )
+            }
+            ("POST", "/admin/security/sessions/revoke-others") => {
+                crate::security::fresh_session(h, &h.info.admin_email).await;
+                Change::form(pattern.into(), &[], StatusCode::SEE_OTHER)
+            }
+            ("POST", "/admin/api/security/sessions/{session_id}/revoke") => {
+                let session = crate::security::fresh_session(h, &h.info.admin_email).await;
+                Change::json(
+                    Method::POST,
+                    format!("/admin/api/security/sessions/{session}/revoke"),
+                    json!({}),
+                    StatusCode::OK,
+                )
+            }
             ("POST", "/admin/operators") => Change::form(
                 pattern.into(),
                 &[
@@ -2107,7 +2377,11 @@ async fn every_change_route(backend: Backend) {
     ];
 
     for (method, pattern) in codex_pooler::admin::console::MUTATING_ROUTES {
-        if matches!(*pattern, "/login" | "/logout" | "/bootstrap") {
+        // `/login/totp` has its own assertions in `security.rs`.
+        if matches!(
+            *pattern,
+            "/login" | "/login/totp" | "/logout" | "/bootstrap"
+        ) {
             continue;
         }
         let change = fx.change_for(&h, method, pattern).await;

@@ -3,6 +3,7 @@
 mod support;
 
 mod accounting;
+mod accounts_console;
 mod admission;
 mod browser;
 mod codex_cli;
@@ -14,5 +15,6 @@ mod privacy;
 mod responses;
 mod routing;
 mod sdk;
+mod security;
 mod v1;
 mod websocket;

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::ConsoleError;
 use super::session::Operator;
+use super::views::Readiness;
 use crate::control;
 use crate::domain::keys::{self, API_KEY_KIND};
 use crate::runtime::Runtime;
@@ -29,6 +30,12 @@ pub const AUDIT_ACTIONS: &[&str] = &[
     "auth.logout",
     "auth.password_change",
     "auth.required_password_change",
+    "auth.totp_setup",
+    "auth.totp_enrolled",
+    "auth.totp_disabled",
+    "auth.recovery_code_used",
+    "auth.session_revoked",
+    "auth.sessions_revoked",
     "operator.create",
     "operator.update",
     "operator_token.create",
@@ -42,6 +49,12 @@ pub const AUDIT_ACTIONS: &[&str] = &[
     "upstream.credentials_replace",
     "upstream_account.pause",
     "upstream_account.reactivate",
+    "upstream_account.rename",
+    "upstream_account.refresh",
+    "upstream_account.delete",
+    "upstream_account.device_link_start",
+    "upstream_account.oauth_device_link",
+    "pool.account_assign",
     "api_key.create",
     "api_key.pause",
     "api_key.resume",
@@ -70,6 +83,7 @@ pub const AUDIT_TARGET_KINDS: &[&str] = &[
     "rollups",
     "session",
     "upstream_identity",
+    "upstream_link_flow",
 ];
 
 /// A Pool with everything its page shows.
@@ -99,6 +113,74 @@ pub async fn pools(rt: &Runtime, op: &Operator) -> Result<Vec<PoolOverview>, Con
     Ok(rt.store.list_pool_overviews(op.scope()).await?)
 }
 
+/// Hours in the Pools list's traffic chart, and in its "recent" figures.
+pub const TRAFFIC_HOURS: usize = 24;
+pub const RECENT_HOURS: i64 = 5;
+
+/// A Pool with its health at a glance: the list's figures plus the last
+/// 24 hours of traffic, oldest hour first (from the hourly rollups).
+#[derive(Debug, Clone, Serialize)]
+pub struct PoolHealth {
+    #[serde(flatten)]
+    pub pool: PoolOverview,
+    pub requests_last_5h: i64,
+    pub failed_last_5h: i64,
+    pub tokens_last_5h: i64,
+    pub hourly: Vec<HourTraffic>,
+}
+
+/// One hour of a Pool's traffic.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct HourTraffic {
+    pub hour_start: i64,
+    pub requests: i64,
+    pub failed: i64,
+    pub tokens: i64,
+}
+
+pub async fn pools_with_health(
+    rt: &Runtime,
+    op: &Operator,
+) -> Result<Vec<PoolHealth>, ConsoleError> {
+    let pools = rt.store.list_pool_overviews(op.scope()).await?;
+    let current_hour = crate::store::hour_floor(crate::time::now_ms());
+    let first_hour = current_hour - (TRAFFIC_HOURS as i64 - 1) * 3_600_000;
+    let recent_from = current_hour - (RECENT_HOURS - 1) * 3_600_000;
+    let traffic = rt.store.pool_traffic_by_hour(first_hour).await?;
+    Ok(pools
+        .into_iter()
+        .map(|pool| {
+            let mut hourly: Vec<HourTraffic> = (0..TRAFFIC_HOURS as i64)
+                .map(|i| HourTraffic {
+                    hour_start: first_hour + i * 3_600_000,
+                    requests: 0,
+                    failed: 0,
+                    tokens: 0,
+                })
+                .collect();
+            for t in traffic.iter().filter(|t| t.pool_id == pool.id) {
+                let slot = ((t.hour_start - first_hour) / 3_600_000) as usize;
+                if let Some(h) = hourly.get_mut(slot) {
+                    h.requests += t.requests;
+                    h.failed += t.failed;
+                    h.tokens += t.tokens;
+                }
+            }
+            let recent = hourly.iter().filter(|h| h.hour_start >= recent_from);
+            let (requests, failed, tokens) = recent.fold((0, 0, 0), |(r, f, t), h| {
+                (r + h.requests, f + h.failed, t + h.tokens)
+            });
+            PoolHealth {
+                pool,
+                requests_last_5h: requests,
+                failed_last_5h: failed,
+                tokens_last_5h: tokens,
+                hourly,
+            }
+        })
+        .collect())
+}
+
 pub async fn pool_detail(
     rt: &Runtime,
     op: &Operator,
@@ -112,6 +194,43 @@ pub async fn pool_detail(
         api_keys: rt.store.list_pool_api_keys(&pool.id).await?,
         pool,
     })
+}
+
+/// How the router sees each account of the Pool right now, by identity id.
+pub async fn readiness(
+    rt: &Runtime,
+    pool_id: &str,
+) -> Result<BTreeMap<String, Readiness>, ConsoleError> {
+    let Some(snapshot) = rt.pool(pool_id).await? else {
+        return Ok(BTreeMap::new());
+    };
+    let now = rt.now_secs();
+    Ok(snapshot
+        .candidates
+        .iter()
+        .map(|c| {
+            let r = if let Some(why) = c.exclusion {
+                Readiness {
+                    state: "excluded",
+                    reason: why.replace('_', " "),
+                    cooling_secs: None,
+                }
+            } else if c.identity.is_exhausted(now) {
+                Readiness {
+                    state: "cooling_down",
+                    reason: "quota exhausted".into(),
+                    cooling_secs: Some((c.identity.exhausted_until() - now).max(0)),
+                }
+            } else {
+                Readiness {
+                    state: "ready",
+                    reason: String::new(),
+                    cooling_secs: None,
+                }
+            };
+            (c.identity.id.clone(), r)
+        })
+        .collect())
 }
 
 /// Creates a Pool (owner only).
@@ -194,11 +313,11 @@ pub async fn create_key(
     rt: &Runtime,
     op: &Operator,
     pool_id: &str,
-    name: &str,
+    spec: &control::KeySpec,
 ) -> Result<(PoolRow, String, String), ConsoleError> {
     let pool = visible_pool(rt, op, pool_id).await?;
-    let (id, raw) =
-        control::create_api_key(&rt.store, &op.actor(), &pool.id, name, None, None).await?;
+    super::key_wizard::validate_spec(spec).map_err(ConsoleError::Invalid)?;
+    let (id, raw) = control::create_api_key_with(&rt.store, &op.actor(), &pool.id, spec).await?;
     Ok((pool, id, raw))
 }
 

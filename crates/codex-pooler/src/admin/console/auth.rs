@@ -40,7 +40,7 @@ pub async fn prepare_bootstrap(store: &Store) -> StoreResult<Option<String>> {
 }
 
 /// Checks a password against a stored PHC string on the blocking pool.
-async fn verify_password(hash: String, password: String) -> bool {
+pub(super) async fn verify_password(hash: String, password: String) -> bool {
     tokio::task::spawn_blocking(move || {
         PasswordHash::new(&hash)
             .map(|parsed| {
@@ -65,7 +65,8 @@ fn dummy_hash() -> String {
         .clone()
 }
 
-fn user_agent(headers: &HeaderMap) -> Option<String> {
+/// The `User-Agent` a session or sign-in step records, cut to 256 characters.
+pub(super) fn user_agent(headers: &HeaderMap) -> Option<String> {
     headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -245,6 +246,11 @@ pub async fn login(
             ));
         }
     };
+    // With TOTP on, the password alone opens no session: the second step
+    // (`/login/totp`) does.
+    if rt.store.totp_enabled(&operator.id).await? {
+        return super::security::begin_second_factor(&rt, &parts, &operator.id).await;
+    }
     let (raw, hash) = new_token();
     let ip = super::session::client_ip(&parts);
     let ua = user_agent(&parts.headers);
@@ -323,6 +329,8 @@ pub struct PasswordForm {
 
 /// Replaces the signed-in operator's password; the current one is asked for
 /// again so a session left open cannot be turned into a lasting takeover.
+/// The operator's other sessions are signed out in the same transaction: a
+/// password change is what someone does who fears the old one leaked.
 pub async fn change_password(
     State(rt): State<Arc<Runtime>>,
     FormPost(op, form): FormPost<PasswordForm>,
@@ -362,7 +370,13 @@ pub async fn change_password(
         .await
         .map_err(|_| ConsoleError::Internal)??;
     rt.store
-        .change_operator_password(&op.actor(), &op.id, &hash, op.must_change_password)
+        .change_operator_password(
+            &op.actor(),
+            &op.id,
+            &hash,
+            op.must_change_password,
+            op.session_id.as_deref(),
+        )
         .await?;
     Ok(Redirect::to("/admin/pools?notice=password_changed").into_response())
 }

@@ -48,7 +48,7 @@ pub async fn me(ApiOperator(op): ApiOperator) -> ApiResult {
 }
 
 pub async fn pools(State(rt): State<Arc<Runtime>>, ApiOperator(op): ApiOperator) -> ApiResult {
-    let pools = actions::pools(&rt, &op).await?;
+    let pools = actions::pools_with_health(&rt, &op).await?;
     ok(StatusCode::OK, json!({"data": pools}))
 }
 
@@ -117,9 +117,16 @@ pub async fn set_upstream_status(
     )
 }
 
+/// A new key: its name, optional expiry (`expires_in_days`), models and
+/// policy (the fields of the key policy, spend in micro-dollars).
 #[derive(Debug, Deserialize)]
 pub struct NewKey {
     name: String,
+    expires_in_days: Option<i64>,
+    allowed_models: Option<Vec<String>>,
+    enforced_model: Option<String>,
+    #[serde(default)]
+    policy: crate::store::KeyPolicy,
 }
 
 pub async fn create_key(
@@ -127,7 +134,23 @@ pub async fn create_key(
     Path(pool_id): Path<String>,
     JsonPost(op, body): JsonPost<NewKey>,
 ) -> ApiResult {
-    let (_, id, raw) = actions::create_key(&rt, &op, &pool_id, &body.name).await?;
+    let expires_at = match body.expires_in_days {
+        None => None,
+        Some(d) if (1..=3650).contains(&d) => Some(crate::time::now_ms() + d * 86_400_000),
+        Some(_) => {
+            return Err(
+                ConsoleError::Invalid("expires_in_days must be from 1 to 3650".into()).into(),
+            );
+        }
+    };
+    let spec = crate::control::KeySpec {
+        name: body.name,
+        allowed_models: body.allowed_models.filter(|m| !m.is_empty()),
+        enforced_model: body.enforced_model.filter(|m| !m.is_empty()),
+        expires_at,
+        policy: body.policy,
+    };
+    let (_, id, raw) = actions::create_key(&rt, &op, &pool_id, &spec).await?;
     ok(StatusCode::CREATED, json!({"id": id, "key": raw}))
 }
 

@@ -11,9 +11,12 @@
 mod actions;
 mod auth;
 mod json;
+mod key_wizard;
 mod logs;
 mod pages;
+mod security;
 pub mod session;
+mod upstreams;
 mod views;
 
 use std::sync::Arc;
@@ -38,6 +41,16 @@ pub const MUTATING_ROUTES: &[(&str, &str)] = &[
     ("POST", "/login"),
     ("POST", "/logout"),
     ("POST", "/admin/password"),
+    // Operator security (second factor, sessions). The console test's
+    // fixture relies on this order (setup, enable, disable) and on these
+    // coming after the password change above.
+    ("POST", "/login/totp"),
+    ("POST", "/admin/security/totp/setup"),
+    ("POST", "/admin/security/totp/enable"),
+    ("POST", "/admin/security/totp/disable"),
+    ("POST", "/admin/security/sessions/{session_id}/revoke"),
+    ("POST", "/admin/security/sessions/revoke-others"),
+    ("POST", "/admin/api/security/sessions/{session_id}/revoke"),
     ("POST", "/admin/pools"),
     ("POST", "/admin/pools/{pool_id}/settings"),
     ("POST", "/admin/pools/{pool_id}/status"),
@@ -45,6 +58,47 @@ pub const MUTATING_ROUTES: &[(&str, &str)] = &[
     (
         "POST",
         "/admin/pools/{pool_id}/upstreams/{identity_id}/status",
+    ),
+    ("POST", "/admin/pools/{pool_id}/upstreams/assign"),
+    ("POST", "/admin/api/pools/{pool_id}/upstreams/assign"),
+    (
+        "POST",
+        "/admin/pools/{pool_id}/upstreams/{identity_id}/rename",
+    ),
+    (
+        "POST",
+        "/admin/pools/{pool_id}/upstreams/{identity_id}/refresh",
+    ),
+    (
+        "POST",
+        "/admin/pools/{pool_id}/upstreams/{identity_id}/credentials",
+    ),
+    (
+        "POST",
+        "/admin/pools/{pool_id}/upstreams/{identity_id}/delete",
+    ),
+    ("POST", "/admin/pools/{pool_id}/device-links"),
+    ("POST", "/admin/pools/{pool_id}/device-links/{flow_id}/poll"),
+    (
+        "POST",
+        "/admin/api/pools/{pool_id}/upstreams/{identity_id}/rename",
+    ),
+    (
+        "POST",
+        "/admin/api/pools/{pool_id}/upstreams/{identity_id}/refresh",
+    ),
+    (
+        "POST",
+        "/admin/api/pools/{pool_id}/upstreams/{identity_id}/credentials",
+    ),
+    (
+        "DELETE",
+        "/admin/api/pools/{pool_id}/upstreams/{identity_id}",
+    ),
+    ("POST", "/admin/api/pools/{pool_id}/device-links"),
+    (
+        "POST",
+        "/admin/api/pools/{pool_id}/device-links/{flow_id}/poll",
     ),
     ("POST", "/admin/pools/{pool_id}/api-keys"),
     ("POST", "/admin/pools/{pool_id}/api-keys/{key_id}/status"),
@@ -87,6 +141,8 @@ pub fn router() -> Router<Arc<Runtime>> {
         .route("/admin/", get(pages::home))
         .route("/admin/assets/console.css", get(pages::stylesheet))
         .route("/admin/assets/request-logs.js", get(logs::script))
+        .route("/admin/assets/console.js", get(pages::console_script))
+        .route("/admin/assets/htmx.min.js", get(pages::htmx_script))
         .route("/admin/pools", get(pages::pools).post(pages::create_pool))
         .route("/admin/pools/{pool_id}", get(pages::pool))
         .route(
@@ -105,7 +161,43 @@ pub fn router() -> Router<Arc<Runtime>> {
             "/admin/pools/{pool_id}/upstreams/{identity_id}/status",
             post(pages::set_upstream_status),
         )
+        .route(
+            "/admin/pools/{pool_id}/upstreams/assign",
+            post(upstreams::assign_page),
+        )
+        .route(
+            "/admin/pools/{pool_id}/upstreams/{identity_id}/rename",
+            post(upstreams::rename_page),
+        )
+        .route(
+            "/admin/pools/{pool_id}/upstreams/{identity_id}/refresh",
+            post(upstreams::refresh_page),
+        )
+        .route(
+            "/admin/pools/{pool_id}/upstreams/{identity_id}/credentials",
+            post(upstreams::credentials_page),
+        )
+        .route(
+            "/admin/pools/{pool_id}/upstreams/{identity_id}/delete",
+            post(upstreams::delete_page),
+        )
+        .route(
+            "/admin/pools/{pool_id}/device-links",
+            post(upstreams::start_link_page),
+        )
+        .route(
+            "/admin/pools/{pool_id}/device-links/{flow_id}",
+            get(upstreams::link_view),
+        )
+        .route(
+            "/admin/pools/{pool_id}/device-links/{flow_id}/poll",
+            post(upstreams::poll_link_page),
+        )
         .route("/admin/pools/{pool_id}/api-keys", post(pages::create_key))
+        .route(
+            "/admin/pools/{pool_id}/api-keys/new",
+            get(key_wizard::wizard),
+        )
         .route(
             "/admin/pools/{pool_id}/api-keys/{key_id}/status",
             post(pages::set_key_status),
@@ -130,6 +222,22 @@ pub fn router() -> Router<Arc<Runtime>> {
             "/admin/password",
             get(auth::password_form).post(auth::change_password),
         )
+        .route(
+            "/login/totp",
+            get(security::login_totp_form).post(security::login_totp),
+        )
+        .route("/admin/security", get(security::page))
+        .route("/admin/security/totp/setup", post(security::setup_totp))
+        .route("/admin/security/totp/enable", post(security::enable_totp))
+        .route("/admin/security/totp/disable", post(security::disable_totp))
+        .route(
+            "/admin/security/sessions/{session_id}/revoke",
+            post(security::revoke_session),
+        )
+        .route(
+            "/admin/security/sessions/revoke-others",
+            post(security::revoke_other_sessions),
+        )
         .route("/admin/audit", get(pages::audit))
         .route("/admin/audit/{id}", get(pages::audit_detail))
         .route("/admin/request-logs", get(logs::list))
@@ -137,6 +245,11 @@ pub fn router() -> Router<Arc<Runtime>> {
         .layer(axum::middleware::map_response(page_headers));
     let api = Router::new()
         .route("/admin/api/me", get(json::me))
+        .route("/admin/api/security", get(security::api_security))
+        .route(
+            "/admin/api/security/sessions/{session_id}/revoke",
+            post(security::api_revoke_session),
+        )
         .route("/admin/api/request-logs/export", get(logs::export))
         .route("/admin/api/pools", get(json::pools).post(json::create_pool))
         .route("/admin/api/pools/{pool_id}", get(json::pool))
@@ -155,6 +268,38 @@ pub fn router() -> Router<Arc<Runtime>> {
         .route(
             "/admin/api/pools/{pool_id}/upstreams/{identity_id}/status",
             post(json::set_upstream_status),
+        )
+        .route(
+            "/admin/api/pools/{pool_id}/upstreams/assign",
+            post(upstreams::assign_json),
+        )
+        .route(
+            "/admin/api/pools/{pool_id}/upstreams/{identity_id}/rename",
+            post(upstreams::rename_json),
+        )
+        .route(
+            "/admin/api/pools/{pool_id}/upstreams/{identity_id}/refresh",
+            post(upstreams::refresh_json),
+        )
+        .route(
+            "/admin/api/pools/{pool_id}/upstreams/{identity_id}/credentials",
+            post(upstreams::credentials_json),
+        )
+        .route(
+            "/admin/api/pools/{pool_id}/upstreams/{identity_id}",
+            delete(upstreams::delete_json),
+        )
+        .route(
+            "/admin/api/pools/{pool_id}/device-links",
+            post(upstreams::start_link_json),
+        )
+        .route(
+            "/admin/api/pools/{pool_id}/device-links/{flow_id}",
+            get(upstreams::link_json),
+        )
+        .route(
+            "/admin/api/pools/{pool_id}/device-links/{flow_id}/poll",
+            post(upstreams::poll_link_json),
         )
         .route(
             "/admin/api/pools/{pool_id}/api-keys",
@@ -226,6 +371,9 @@ pub enum ConsoleError {
     Conflict(String),
     #[error("the request body is larger than the console accepts")]
     TooLarge,
+    /// The identity provider or upstream refused or failed a step.
+    #[error("{0}")]
+    Upstream(String),
     #[error("internal error")]
     Internal,
 }
@@ -258,6 +406,7 @@ impl ConsoleError {
             ConsoleError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ConsoleError::Conflict(_) => StatusCode::CONFLICT,
             ConsoleError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ConsoleError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ConsoleError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -271,6 +420,7 @@ impl ConsoleError {
             ConsoleError::Invalid(_) => "invalid_input",
             ConsoleError::Conflict(_) => "conflict",
             ConsoleError::TooLarge => "body_too_large",
+            ConsoleError::Upstream(_) => "upstream_error",
             ConsoleError::Internal => "internal_error",
         }
     }
@@ -314,6 +464,7 @@ impl From<StoreError> for ConsoleError {
         match err {
             StoreError::NotFound(what) => ConsoleError::NotFound(format!("no {what}")),
             StoreError::Conflict(what) => ConsoleError::Conflict(format!("{what} already exists")),
+            StoreError::Refused(why) => ConsoleError::Conflict(why.to_owned()),
             other => {
                 tracing::error!(error = %other, "console store call failed");
                 ConsoleError::Internal

@@ -14,10 +14,12 @@ use super::ConsoleError;
 use super::actions::{
     self, AUDIT_ACTIONS, AUDIT_OUTCOMES, AUDIT_PAGE, AUDIT_TARGET_KINDS, PoolSettingsInput,
 };
+use super::key_wizard::{KeyDraft, STEPS, render_wizard};
 use super::session::{FormPost, Operator, PageOperator};
 use super::views::{
     AuditDetailPage, AuditPage, AuditView, Chrome, KeyCreatedPage, KeyView, OperatorCreatedPage,
-    OperatorView, OperatorsPage, PoolChoice, PoolPage, PoolsPage, UpstreamView, render,
+    OperatorView, OperatorsPage, PoolChoice, PoolListRow, PoolPage, PoolsPage, UpstreamView,
+    render,
 };
 use crate::runtime::Runtime;
 
@@ -36,6 +38,27 @@ pub async fn stylesheet() -> Response {
         .into_response()
 }
 
+/// The console's own script: countdowns, device-link polling, file upload.
+pub async fn console_script() -> Response {
+    script(include_str!("../../../static/console.js"))
+}
+
+/// htmx 2.0.11, vendored (0BSD): periodic refresh of live tables.
+pub async fn htmx_script() -> Response {
+    script(include_str!("../../../static/htmx.min.js"))
+}
+
+fn script(body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
 /// Notices shown after a redirect, by code (never free text from the URL).
 fn notice(code: Option<&str>) -> Option<String> {
     let text = match code? {
@@ -44,6 +67,11 @@ fn notice(code: Option<&str>) -> Option<String> {
         "replaced" => "Credentials of an existing account were replaced.",
         "upstream_paused" => "Account paused.",
         "upstream_active" => "Account reactivated.",
+        "upstream_renamed" => "Account renamed.",
+        "upstream_refreshed" => "Tokens refreshed and quota windows read just now.",
+        "upstream_deleted" => "Account removed from this Pool.",
+        "device_linked" => "Account linked with a device code.",
+        "upstream_assigned" => "Account added to this Pool; it keeps serving its other Pools.",
         "key_paused" => "API key paused.",
         "key_active" => "API key resumed.",
         "key_revoked" => "API key revoked.",
@@ -73,12 +101,12 @@ async fn pools_page(
     form: Option<&PoolForm>,
     notice_code: Option<&str>,
 ) -> Result<Response, ConsoleError> {
-    let pools = actions::pools(rt, op).await?;
+    let pools = actions::pools_with_health(rt, op).await?;
     let status = error.as_ref().map_or(StatusCode::OK, ConsoleError::status);
     Ok(render(
         &PoolsPage {
             chrome: Chrome::for_operator(op, "pools"),
-            pools,
+            pools: pools.iter().map(PoolListRow::from).collect(),
             error: error.map(|e| e.to_string()),
             notice: notice(notice_code),
             slug: form.map(|f| f.slug.clone()).unwrap_or_default(),
@@ -122,10 +150,11 @@ pub async fn create_pool(
 }
 
 /// What to put back into the Pool page's forms after a refused change.
+/// What the Pool page's forms echo back after a refused change.
 #[derive(Default)]
-struct PoolFormsEcho {
-    key_name: String,
-    label: String,
+pub(super) struct PoolFormsEcho {
+    pub key_name: String,
+    pub label: String,
 }
 
 async fn pool_page(
@@ -137,6 +166,8 @@ async fn pool_page(
     notice_code: Option<&str>,
 ) -> Result<Response, ConsoleError> {
     let detail = actions::pool_detail(rt, op, pool_id).await?;
+    let readiness = actions::readiness(rt, &detail.pool.id).await?;
+    let (now_ms, now_secs) = (crate::time::now_ms(), rt.now_secs());
     let status = error.as_ref().map_or(StatusCode::OK, ConsoleError::status);
     Ok(render(
         &PoolPage {
@@ -147,8 +178,21 @@ async fn pool_page(
             upstreams: detail
                 .upstreams
                 .iter()
-                .map(|u| UpstreamView::new(u, &detail.quota_windows))
+                .map(|u| {
+                    UpstreamView::new(
+                        u,
+                        &detail.quota_windows,
+                        readiness.get(&u.identity_id).cloned().unwrap_or_default(),
+                        now_ms,
+                        now_secs,
+                    )
+                })
                 .collect(),
+            auth_base_url: rt.settings.auth_base_url.clone(),
+            assignable: rt
+                .store
+                .list_assignable_upstreams(op.scope(), &detail.pool.id)
+                .await?,
             keys: detail.api_keys.iter().map(KeyView::from).collect(),
             pool: detail.pool,
             error: error.map(|e| e.to_string()),
@@ -162,7 +206,7 @@ async fn pool_page(
 
 /// Re-renders the Pool page for a refused change it can explain; anything
 /// else (not found, internal) becomes the error page.
-async fn refused(
+pub(super) async fn refused(
     rt: &Runtime,
     op: &Operator,
     pool_id: &str,
@@ -172,7 +216,10 @@ async fn refused(
     let explainable = match &err {
         // CSRF refusals never get here (the extractor answers them), so a
         // refusal here is a rule of the change, e.g. owner-only archiving.
-        ConsoleError::Invalid(_) | ConsoleError::Conflict(_) | ConsoleError::Forbidden(_) => true,
+        ConsoleError::Invalid(_)
+        | ConsoleError::Conflict(_)
+        | ConsoleError::Forbidden(_)
+        | ConsoleError::Upstream(_) => true,
         ConsoleError::NotFound(message) => message != &ConsoleError::pool_not_found().to_string(),
         _ => false,
     };
@@ -256,10 +303,14 @@ pub async fn set_upstream_status(
     }
 }
 
+/// The key form: the quick form on the Pool page sends a name only; the
+/// wizard's review step sends every answer and `from_wizard`.
 #[derive(Debug, Deserialize)]
 pub struct KeyForm {
     #[serde(default)]
-    name: String,
+    from_wizard: String,
+    #[serde(flatten)]
+    draft: KeyDraft,
 }
 
 pub async fn create_key(
@@ -267,12 +318,26 @@ pub async fn create_key(
     Path(pool_id): Path<String>,
     FormPost(op, form): FormPost<KeyForm>,
 ) -> Result<Response, ConsoleError> {
-    match actions::create_key(&rt, &op, &pool_id, &form.name).await {
+    let from_wizard = !form.from_wizard.is_empty();
+    let spec = match form.draft.to_spec(crate::time::now_ms(), STEPS.len()) {
+        Ok(spec) => spec,
+        Err(e) if from_wizard => {
+            return render_wizard(&rt, &op, &pool_id, form.draft, e.step, Some(e)).await;
+        }
+        Err(e) => {
+            let echo = PoolFormsEcho {
+                key_name: form.draft.name,
+                ..Default::default()
+            };
+            return refused(&rt, &op, &pool_id, ConsoleError::Invalid(e.message), echo).await;
+        }
+    };
+    match actions::create_key(&rt, &op, &pool_id, &spec).await {
         Ok((pool, _id, raw_key)) => Ok(render(
             &KeyCreatedPage {
                 chrome: Chrome::for_operator(&op, "pools"),
                 pool,
-                name: form.name.trim().to_owned(),
+                name: spec.name.clone(),
                 raw_key,
                 verb: "created",
             },
@@ -280,7 +345,7 @@ pub async fn create_key(
         )),
         Err(err) => {
             let echo = PoolFormsEcho {
-                key_name: form.name,
+                key_name: form.draft.name,
                 ..Default::default()
             };
             refused(&rt, &op, &pool_id, err, echo).await

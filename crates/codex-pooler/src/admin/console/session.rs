@@ -38,6 +38,14 @@ pub const PASSWORD_PAGE: &str = "/admin/password";
 /// How often `last_seen_at` is written for a busy session.
 const TOUCH_EVERY_MS: i64 = 60_000;
 
+/// Why the JSON API refuses a session whose operator must still replace a
+/// temporary password (every `/admin/api/…` route but `GET /admin/api/me`).
+pub fn password_change_required() -> String {
+    format!(
+        "you must change your temporary password at {PASSWORD_PAGE} before using the admin API; until then only GET /admin/api/me answers"
+    )
+}
+
 /// A fresh random token (32 bytes, base64url) and its stored SHA-256 (hex).
 pub fn new_token() -> (String, String) {
     let bytes: [u8; 32] = rand::random();
@@ -76,13 +84,19 @@ pub fn clear_cookie() -> String {
 
 /// The session token presented in the `Cookie` header, if any.
 pub fn presented_session(headers: &HeaderMap) -> Option<String> {
+    presented_cookie(headers, SESSION_COOKIE)
+}
+
+/// The value of cookie `name` in the `Cookie` header, if present, non-empty
+/// and no longer than a token can be.
+pub fn presented_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
+        .find(|(found, _)| *found == name)
         .map(|(_, value)| value.trim().to_owned())
         .filter(|v| !v.is_empty() && v.len() <= 128)
 }
@@ -330,10 +344,7 @@ impl FromRequestParts<Arc<Runtime>> for ApiOperator {
         };
         match found {
             Ok(op) if op.must_change_password && parts.uri.path() != "/admin/api/me" => {
-                Err(ConsoleError::Forbidden(format!(
-                    "change your temporary password at {PASSWORD_PAGE} first"
-                ))
-                .into_json())
+                Err(ConsoleError::Forbidden(password_change_required()).into_json())
             }
             Ok(op) => Ok(ApiOperator(op)),
             Err(_) => Err(ConsoleError::Unauthenticated.into_json()),

@@ -6,10 +6,11 @@ use askama::Template;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
+use super::actions::PoolHealth;
 use super::session::Operator;
 use crate::store::{
-    ApiKeySummary, AuditEventRow, OperatorSummary, PoolOverview, PoolRoutingSettings, PoolRow,
-    PoolUpstream, QuotaWindowRow,
+    ApiKeySummary, AuditEventRow, OperatorSessionRow, OperatorSummary, PoolOverview,
+    PoolRoutingSettings, PoolRow, PoolUpstream, QuotaWindowRow,
 };
 
 /// What the layout needs: who is signed in, their CSRF token, the section.
@@ -84,11 +85,93 @@ pub struct BootstrapPage {
     pub closed: bool,
 }
 
+/// One bar of a Pool's 24-hour traffic chart (SVG coordinates).
+#[derive(Debug, Clone)]
+pub struct TrafficBar {
+    pub x: u32,
+    pub y: u32,
+    pub height: u32,
+    pub failed_height: u32,
+    pub title: String,
+}
+
+/// A row of the Pools list.
+#[derive(Debug, Clone)]
+pub struct PoolListRow {
+    pub pool: PoolOverview,
+    pub requests_5h: String,
+    pub failed_5h: i64,
+    pub tokens_5h: String,
+    pub bars: Vec<TrafficBar>,
+    pub requests_24h: i64,
+}
+
+/// Chart height in SVG units; bars are 4 wide with a gap of 1.
+pub const CHART_HEIGHT: u32 = 24;
+
+/// A count with thousands shortened (12.3k, 4.5M).
+pub fn compact(n: i64) -> String {
+    match n.abs() {
+        0..10_000 => n.to_string(),
+        10_000..10_000_000 => format!("{:.1}k", n as f64 / 1e3),
+        _ => format!("{:.1}M", n as f64 / 1e6),
+    }
+}
+
+impl From<&PoolHealth> for PoolListRow {
+    fn from(h: &PoolHealth) -> Self {
+        let peak = h
+            .hourly
+            .iter()
+            .map(|t| t.requests)
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let scale = |v: i64| -> u32 {
+            if v <= 0 {
+                0
+            } else {
+                ((v * i64::from(CHART_HEIGHT) + peak - 1) / peak).clamp(1, i64::from(CHART_HEIGHT))
+                    as u32
+            }
+        };
+        let bars = h
+            .hourly
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let height = scale(t.requests);
+                TrafficBar {
+                    x: i as u32 * 5,
+                    y: CHART_HEIGHT - height,
+                    height,
+                    failed_height: scale(t.failed).min(height),
+                    title: format!(
+                        "{}: {} requests, {} failed, {} tokens",
+                        crate::time::format_utc(t.hour_start, ' ', " UTC"),
+                        t.requests,
+                        t.failed,
+                        t.tokens
+                    ),
+                }
+            })
+            .collect();
+        PoolListRow {
+            pool: h.pool.clone(),
+            requests_5h: compact(h.requests_last_5h),
+            failed_5h: h.failed_last_5h,
+            tokens_5h: compact(h.tokens_last_5h),
+            requests_24h: h.hourly.iter().map(|t| t.requests).sum(),
+            bars,
+        }
+    }
+}
+
 #[derive(Template)]
 #[template(path = "pools.html")]
 pub struct PoolsPage {
     pub chrome: Chrome,
-    pub pools: Vec<PoolOverview>,
+    pub pools: Vec<PoolListRow>,
     pub error: Option<String>,
     pub notice: Option<String>,
     pub slug: String,
@@ -99,9 +182,38 @@ pub struct PoolsPage {
 #[derive(Debug, Clone)]
 pub struct QuotaView {
     pub kind: String,
+    /// Used share, 0-100, rounded for the bar.
+    pub used_percent: u32,
     pub used: String,
+    /// Seconds until the window resets (by the gateway's clock), if known.
+    pub resets_in_secs: Option<i64>,
     pub resets: String,
     pub observed: String,
+    /// How long ago it was observed, e.g. "3m ago".
+    pub freshness: String,
+    /// Observed more than 15 minutes ago.
+    pub stale: bool,
+}
+
+/// Whether the router would use an account now, and why not.
+#[derive(Debug, Clone, Default)]
+pub struct Readiness {
+    /// `ready`, `cooling_down` or `excluded`.
+    pub state: &'static str,
+    pub reason: String,
+    /// Seconds until a quota cool-down ends.
+    pub cooling_secs: Option<i64>,
+}
+
+/// A short "how long ago" text.
+pub fn ago(ms: i64) -> String {
+    let secs = (ms / 1000).max(0);
+    match secs {
+        0..60 => format!("{secs}s ago"),
+        60..3600 => format!("{}m ago", secs / 60),
+        3600..86_400 => format!("{}h ago", secs / 3600),
+        _ => format!("{}d ago", secs / 86_400),
+    }
 }
 
 /// One upstream account row, formatted.
@@ -113,6 +225,7 @@ pub struct UpstreamView {
     pub plan: String,
     pub status: String,
     pub paused: bool,
+    pub readiness: Readiness,
     pub token_expires: String,
     pub last_refresh: String,
     pub error_code: String,
@@ -120,7 +233,15 @@ pub struct UpstreamView {
 }
 
 impl UpstreamView {
-    pub fn new(row: &PoolUpstream, windows: &[QuotaWindowRow]) -> Self {
+    /// `now_ms` is wall-clock time, `now_secs` the gateway's clock that
+    /// quota resets are measured on.
+    pub fn new(
+        row: &PoolUpstream,
+        windows: &[QuotaWindowRow],
+        readiness: Readiness,
+        now_ms: i64,
+        now_secs: i64,
+    ) -> Self {
         UpstreamView {
             identity_id: row.identity_id.clone(),
             label: row.label.clone(),
@@ -128,6 +249,7 @@ impl UpstreamView {
             plan: row.plan_type.clone().unwrap_or_else(|| "unknown".into()),
             status: row.status.clone(),
             paused: row.status == "paused",
+            readiness,
             token_expires: opt_time(row.access_token_expires_at),
             last_refresh: opt_time(row.last_refresh_at),
             error_code: row.last_refresh_error_code.clone().unwrap_or_default(),
@@ -135,10 +257,20 @@ impl UpstreamView {
                 .iter()
                 .filter(|w| w.identity_id == row.identity_id)
                 .map(|w| QuotaView {
-                    kind: w.window_kind.clone(),
-                    used: format!("{:.1} %", w.used_percent),
-                    resets: opt_time(w.reset_at),
+                    kind: match w.window_minutes {
+                        Some(300) => "5h".into(),
+                        Some(10_080) => "weekly".into(),
+                        Some(m) if m % 1440 == 0 => format!("{}d", m / 1440),
+                        Some(m) if m % 60 == 0 => format!("{}h", m / 60),
+                        _ => w.window_kind.clone(),
+                    },
+                    used_percent: w.used_percent.clamp(0.0, 100.0).round() as u32,
+                    used: format!("{:.0}%", w.used_percent),
+                    resets_in_secs: w.reset_at.map(|r| (r - now_secs).max(0)),
+                    resets: opt_time(w.reset_at.map(|r| r * 1000)),
                     observed: format_time(w.observed_at),
+                    freshness: ago(now_ms - w.observed_at),
+                    stale: now_ms - w.observed_at > 15 * 60 * 1000,
                 })
                 .collect(),
         }
@@ -187,6 +319,10 @@ pub struct PoolPage {
     pub archived: bool,
     pub upstreams: Vec<UpstreamView>,
     pub keys: Vec<KeyView>,
+    /// The default identity provider, for the device-code link form.
+    pub auth_base_url: String,
+    /// Accounts of the operator's other Pools that could be added here.
+    pub assignable: Vec<crate::store::AssignableUpstream>,
     pub error: Option<String>,
     pub notice: Option<String>,
     pub key_name: String,
@@ -372,6 +508,75 @@ impl AuditDetailPage {
             details_json: serde_json::to_string_pretty(details).unwrap_or_default(),
         }
     }
+}
+
+/// One of the operator's sessions, formatted.
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub id: String,
+    pub created: String,
+    pub last_seen: String,
+    pub ip: String,
+    pub user_agent: String,
+    /// The session this page was requested with.
+    pub current: bool,
+}
+
+impl SessionView {
+    pub fn new(row: &OperatorSessionRow, current: Option<&str>) -> Self {
+        SessionView {
+            id: row.id.clone(),
+            created: format_time(row.created_at),
+            last_seen: format_time(row.last_seen_at),
+            ip: row.ip.clone().unwrap_or_else(|| "—".into()),
+            user_agent: row.user_agent.clone().unwrap_or_else(|| "—".into()),
+            current: current == Some(row.id.as_str()),
+        }
+    }
+}
+
+/// The operator's own security settings: second factor, password, sessions.
+#[derive(Template)]
+#[template(path = "security.html")]
+pub struct SecurityPage {
+    pub chrome: Chrome,
+    pub totp_enabled: bool,
+    pub totp_pending: bool,
+    pub recovery_codes_left: i64,
+    pub sessions: Vec<SessionView>,
+    /// Live sessions other than the current one.
+    pub other_sessions: usize,
+    pub error: Option<String>,
+    pub notice: Option<String>,
+}
+
+/// A pending TOTP secret to add to an authenticator app.
+#[derive(Template)]
+#[template(path = "totp_setup.html")]
+pub struct TotpSetupPage {
+    pub chrome: Chrome,
+    /// Base32, as typed into an app.
+    pub secret: String,
+    /// The `otpauth://` URI.
+    pub uri: String,
+    pub error: Option<String>,
+}
+
+/// The recovery codes of a just-enabled second factor, shown once.
+#[derive(Template)]
+#[template(path = "recovery_codes.html")]
+pub struct RecoveryCodesPage {
+    pub chrome: Chrome,
+    pub codes: Vec<String>,
+}
+
+/// The second step of signing in, for an operator with TOTP on.
+#[derive(Template)]
+#[template(path = "login_totp.html")]
+pub struct LoginTotpPage {
+    pub chrome: Chrome,
+    pub email: String,
+    pub error: Option<String>,
 }
 
 #[derive(Template)]

@@ -1,0 +1,44 @@
+-- Operator security: an optional TOTP second factor, its one-time recovery
+-- codes, and the short-lived sign-ins waiting for that second factor.
+-- Secrets are sealed by the gateway's secret box with the operator id in the
+-- associated data; recovery codes and challenge tokens are stored as SHA-256
+-- only. Times are epoch milliseconds.
+
+-- One row per operator who started or finished enrolment; `enabled_at` is
+-- NULL while the setup waits for its first code. `last_used_step` is the
+-- newest 30-second step whose code was accepted, so a code works once.
+CREATE TABLE operator_totp (
+    operator_id TEXT PRIMARY KEY REFERENCES operators(id) ON DELETE CASCADE,
+    secret_ciphertext BYTEA NOT NULL,
+    secret_nonce BYTEA NOT NULL,
+    key_version BIGINT NOT NULL,
+    enabled_at BIGINT,
+    last_used_step BIGINT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+
+CREATE TABLE operator_recovery_codes (
+    id TEXT PRIMARY KEY,
+    operator_id TEXT NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
+    code_hash TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    used_at BIGINT,
+    UNIQUE (operator_id, code_hash)
+);
+
+-- A correct email and password of an operator with TOTP on: the browser holds
+-- the raw token (cookie `cxp_login`) until the code is entered. After five
+-- wrong codes the challenge is spent and the password must be entered again.
+CREATE TABLE login_challenges (
+    token_hash TEXT PRIMARY KEY,
+    operator_id TEXT NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at BIGINT,
+    failed_attempts INTEGER NOT NULL DEFAULT 0,
+    ip TEXT,
+    user_agent TEXT
+);
+CREATE INDEX login_challenges_operator_idx ON login_challenges (operator_id);
+CREATE INDEX login_challenges_expires_idx ON login_challenges (expires_at);

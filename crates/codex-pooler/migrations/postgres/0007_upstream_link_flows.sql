@@ -1,0 +1,22 @@
+-- Device-code links of upstream accounts in progress. The device
+-- authorization id is sealed like an account's tokens (bound to the flow id);
+-- the user code is shown to the operator and is not a credential by itself.
+CREATE TABLE upstream_link_flows (
+    id TEXT PRIMARY KEY,
+    pool_id TEXT NOT NULL REFERENCES pools(id) ON DELETE CASCADE,
+    operator_id TEXT,
+    label TEXT,
+    user_code TEXT NOT NULL,
+    verification_url TEXT NOT NULL,
+    secret_ciphertext BYTEA NOT NULL,
+    secret_nonce BYTEA NOT NULL,
+    secret_key_version BIGINT NOT NULL,
+    poll_interval_secs BIGINT NOT NULL,
+    status TEXT NOT NULL,
+    identity_id TEXT,
+    error_code TEXT,
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
+CREATE INDEX upstream_link_flows_pool ON upstream_link_flows (pool_id, created_at);
