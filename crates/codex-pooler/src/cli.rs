@@ -40,6 +40,9 @@ pub enum Command {
     /// Operators.
     #[command(subcommand)]
     Owner(OwnerCommand),
+    /// Operator account recovery.
+    #[command(subcommand)]
+    Operator(OperatorCommand),
     /// Operator tokens for the admin JSON API.
     #[command(subcommand)]
     OperatorToken(OperatorTokenCommand),
@@ -136,6 +139,18 @@ pub enum OwnerCommand {
         email: String,
         #[arg(long, env = "CODEX_POOLER_OWNER_PASSWORD", hide_env_values = true)]
         password: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Turn off an operator's two-factor sign-in (a lost authenticator and
+    /// no recovery code left); audited as `operator.totp_reset`.
+    ResetTotp {
+        #[command(flatten)]
+        settings: Settings,
+        #[arg(long)]
+        email: String,
     },
 }
 
@@ -387,6 +402,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("owner {email} created");
             if generated {
                 println!("password (shown once): {password}");
+            }
+            Ok(())
+        }
+        Command::Operator(OperatorCommand::ResetTotp { settings, email }) => {
+            let (store, _) = crate::app::open_store(&settings).await?;
+            let operator = store
+                .find_operator_by_email(&email)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no operator with the email {email}"))?;
+            match store.reset_operator_totp(&actor, &operator.id).await {
+                Ok(()) => println!("two-factor sign-in turned off for {email}"),
+                Err(crate::store::StoreError::NotFound(_)) => {
+                    println!("two-factor sign-in was not on for {email}; nothing changed")
+                }
+                Err(other) => return Err(other.into()),
             }
             Ok(())
         }

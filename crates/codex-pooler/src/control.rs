@@ -84,17 +84,64 @@ pub async fn create_operator_token(
         .find_operator_by_email(email)
         .await?
         .ok_or_else(|| ControlError::InvalidInput(format!("no operator with email {email}")))?;
+    Ok(issue_operator_token(store, actor, &operator.id, label)
+        .await?
+        .raw)
+}
+
+/// Longest label of an operator token, in characters.
+pub const TOKEN_LABEL_MAX: usize = 120;
+
+/// A just-created operator token; `raw` is shown once and never stored.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub id: String,
+    pub raw: String,
+    pub prefix: String,
+}
+
+/// Checks an operator token's label (trimmed, 1-120 characters, no control
+/// characters) and returns it trimmed.
+pub fn validate_token_label(label: &str) -> Result<&str, ControlError> {
+    let label = label.trim();
+    let chars = label.chars().count();
+    if chars == 0 {
+        return Err(ControlError::InvalidInput(
+            "label is required: name the token after where it will be used (1-120 characters); no token was created".into(),
+        ));
+    }
+    if chars > TOKEN_LABEL_MAX {
+        return Err(ControlError::InvalidInput(format!(
+            "label is {chars} characters long; at most {TOKEN_LABEL_MAX} are allowed; no token was created"
+        )));
+    }
+    if label.chars().any(char::is_control) {
+        return Err(ControlError::InvalidInput(
+            "label must not contain control characters such as line breaks or tabs; no token was created".into(),
+        ));
+    }
+    Ok(label)
+}
+
+/// Creates an operator token for the operator with `operator_id`
+/// (`operator_token.create`, in the same transaction); returns its id, the
+/// raw token (shown once) and its public prefix.
+pub async fn issue_operator_token(
+    store: &Store,
+    actor: &AuditActor,
+    operator_id: &str,
+    label: &str,
+) -> Result<IssuedToken, ControlError> {
+    let label = validate_token_label(label)?;
     let token = keys::generate(OPERATOR_TOKEN_KIND);
-    store
-        .create_operator_token(
-            actor,
-            &operator.id,
-            label,
-            &token.prefix,
-            &token.secret_hash,
-        )
+    let id = store
+        .create_operator_token(actor, operator_id, label, &token.prefix, &token.secret_hash)
         .await?;
-    Ok(token.raw)
+    Ok(IssuedToken {
+        id,
+        raw: token.raw,
+        prefix: token.prefix,
+    })
 }
 
 /// Validates a slug: lower-case letters, digits and dashes.
@@ -307,7 +354,7 @@ pub async fn create_api_key_with(
     spec: &KeySpec,
 ) -> Result<(String, String), ControlError> {
     let name = spec.name.trim();
-    if name.is_empty() || name.len() > 120 {
+    if name.is_empty() || name.chars().count() > 120 {
         return Err(ControlError::InvalidInput(
             "key name must be 1-120 characters".into(),
         ));

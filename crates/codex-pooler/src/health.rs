@@ -132,6 +132,24 @@ impl Health {
         }
     }
 
+    /// The open circuits of an assignment at `now`: (model, route class,
+    /// seconds until a probe may go), for the console's readiness column.
+    pub fn open_circuits(&self, assignment: &str, now: i64) -> Vec<(String, &'static str, i64)> {
+        let Ok(map) = self.circuits.lock() else {
+            return Vec::new();
+        };
+        let mut open: Vec<(String, &'static str, i64)> = map
+            .iter()
+            .filter(|((a, _, _), _)| a == assignment)
+            .filter_map(|((_, model, class), c)| {
+                c.open_until
+                    .map(|until| (model.clone(), *class, (until - now).max(0)))
+            })
+            .collect();
+        open.sort();
+        open
+    }
+
     /// Whether the assignment is demoted at `now`.
     pub fn is_demoted(&self, assignment: &str, now: i64) -> bool {
         self.demoted_until

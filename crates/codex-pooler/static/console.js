@@ -68,6 +68,15 @@
     startFileInputs();
   }
   document.addEventListener("htmx:afterSwap", tickCountdowns);
+  // A refresh answered by the sign-in page (the session ended) reloads the
+  // page instead of swapping the table away.
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    var xhr = e.detail && e.detail.xhr;
+    if (xhr && xhr.responseURL && new URL(xhr.responseURL).pathname.indexOf("/login") === 0) {
+      e.detail.shouldSwap = false;
+      window.location.reload();
+    }
+  });
   // A live region ([data-live-refresh]) is not refreshed while the page is
   // hidden or while the operator has one of its forms open or focused.
   document.addEventListener("htmx:beforeRequest", function (e) {

@@ -28,15 +28,18 @@ CREATE TABLE operator_recovery_codes (
 );
 
 -- A correct email and password of an operator with TOTP on: the browser holds
--- the raw token (cookie `cxp_login`) until the code is entered. After five
--- wrong codes the challenge is spent and the password must be entered again.
+-- the raw token (cookie `cxp_login`) until the code is entered. Each code
+-- entered takes one of five attempts first (atomically, so parallel guesses
+-- count too); then the password must be entered again. Spent challenges are
+-- kept for 15 minutes: an operator with ten wrong codes in that time gets no
+-- new challenge until they age out.
 CREATE TABLE login_challenges (
     token_hash TEXT PRIMARY KEY,
     operator_id TEXT NOT NULL REFERENCES operators(id) ON DELETE CASCADE,
     created_at INTEGER NOT NULL,
     expires_at INTEGER NOT NULL,
     used_at INTEGER,
-    failed_attempts INTEGER NOT NULL DEFAULT 0,
+    attempts INTEGER NOT NULL DEFAULT 0,
     ip TEXT,
     user_agent TEXT
 );

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::console::session::{
-    is_cross_origin, password_change_required, presented_session, token_hash,
+    is_cross_origin, note_token_use, password_change_required, presented_session, token_hash,
 };
 use crate::domain::keys::{OPERATOR_TOKEN_KIND, hashes_match, parse};
 use crate::runtime::Runtime;
@@ -98,6 +98,7 @@ async fn authenticate_operator(
     {
         return Err(AdminError::Unauthenticated);
     }
+    note_token_use(rt, &token).await;
     Ok(if token.role == "owner" {
         None
     } else {

@@ -132,6 +132,8 @@ pub struct OperatorSummary {
     pub status: String,
     pub must_change_password: bool,
     pub created_at: i64,
+    /// Two-factor sign-in is on.
+    pub totp_enabled: bool,
     /// Assigned Pools as (id, name), by name.
     pub pools: Vec<(String, String)>,
 }
@@ -805,8 +807,10 @@ impl Store {
     /// Every operator with the names of their assigned Pools, by email.
     pub async fn list_operators(&self) -> StoreResult<Vec<OperatorSummary>> {
         let (operators, pools) = with_pool!(self, pool => {
-            let operators = sqlx::query_as::<_, (String, String, String, String, bool, i64)>(
-                "SELECT id, email, role, status, must_change_password, created_at FROM operators ORDER BY email, id")
+            let operators = sqlx::query_as::<_, (String, String, String, String, bool, i64, i64)>(
+                "SELECT id, email, role, status, must_change_password, created_at,
+                    (SELECT COUNT(*) FROM operator_totp t WHERE t.operator_id = operators.id AND t.enabled_at IS NOT NULL)
+                 FROM operators ORDER BY email, id")
                 .fetch_all(pool).await?;
             let pools = sqlx::query_as::<_, (String, String, String)>(
                 "SELECT op.operator_id, p.id, p.name FROM operator_pools op JOIN pools p ON p.id = op.pool_id
@@ -817,18 +821,21 @@ impl Store {
         Ok(operators
             .into_iter()
             .map(
-                |(id, email, role, status, must_change_password, created_at)| OperatorSummary {
-                    pools: pools
-                        .iter()
-                        .filter(|(operator, _, _)| operator == &id)
-                        .map(|(_, pool_id, name)| (pool_id.clone(), name.clone()))
-                        .collect(),
-                    id,
-                    email,
-                    role,
-                    status,
-                    must_change_password,
-                    created_at,
+                |(id, email, role, status, must_change_password, created_at, totp)| {
+                    OperatorSummary {
+                        totp_enabled: totp > 0,
+                        pools: pools
+                            .iter()
+                            .filter(|(operator, _, _)| operator == &id)
+                            .map(|(_, pool_id, name)| (pool_id.clone(), name.clone()))
+                            .collect(),
+                        id,
+                        email,
+                        role,
+                        status,
+                        must_change_password,
+                        created_at,
+                    }
                 },
             )
             .collect())

@@ -91,6 +91,8 @@ pub struct OperatorTokenRow {
     pub operator_id: String,
     pub token_hash: String,
     pub revoked_at: Option<i64>,
+    /// When the token last authenticated a call (noted at most once a minute).
+    pub last_used_at: Option<i64>,
     pub role: String,
     pub operator_status: String,
 }
@@ -244,7 +246,7 @@ impl Store {
     pub async fn find_operator_token(&self, prefix: &str) -> StoreResult<Option<OperatorTokenRow>> {
         Ok(
             with_pool!(self, pool => sqlx::query_as::<_, OperatorTokenRow>(
-            "SELECT t.id, t.operator_id, t.token_hash, t.revoked_at, o.role, o.status AS operator_status
+            "SELECT t.id, t.operator_id, t.token_hash, t.revoked_at, t.last_used_at, o.role, o.status AS operator_status
              FROM operator_tokens t JOIN operators o ON o.id = t.operator_id WHERE t.token_prefix = $1")
             .bind(prefix).fetch_optional(pool).await)?,
         )
@@ -422,7 +424,8 @@ impl Store {
                 action,
                 target_kind: "upstream_identity", target_id: Some(&identity_id), pool_id: Some(pool_id),
                 details: serde_json::json!({"label": identity.label, "plan_type": identity.plan_type,
-                    "fields": ["access_token", "refresh_token", "id_token"], "assignment_id": assignment_id}),
+                    "fields": ["access_token", "refresh_token", "id_token"], "assignment_id": assignment_id,
+                    "replaced_existing": replaced_existing}),
             });
             tx.commit().await?;
             Ok(ImportedIdentity { identity_id, assignment_id, replaced_existing })

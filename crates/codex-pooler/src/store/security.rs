@@ -1,7 +1,9 @@
 //! Records behind an operator's own security settings: the optional TOTP
 //! second factor (secret sealed by the caller, never seen here in clear), its
 //! one-time recovery codes (SHA-256 only), sign-ins waiting for the second
-//! factor (hashed token, five minutes), and the operator's list of sessions.
+//! factor (hashed token, five minutes), the operator's list of sessions, and
+//! their own API tokens (listed without the hash, revoked, noted when used;
+//! creating one is `Store::create_operator_token`).
 //! Every change writes its audit event in the same transaction; the checks
 //! that make a code usable once (the last used step, a recovery code's
 //! `used_at`) are conditions of the UPDATE itself, so two instances racing
@@ -47,6 +49,19 @@ pub struct OperatorSessionRow {
     pub user_agent: Option<String>,
 }
 
+/// One of an operator's API tokens as their security page lists it (never
+/// the hash).
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct OperatorTokenSummary {
+    pub id: String,
+    pub label: String,
+    #[serde(rename = "prefix")]
+    pub token_prefix: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
 /// A sign-in waiting for its second factor, with what completing it needs.
 #[derive(Debug, Clone, FromRow)]
 pub struct LoginChallengeRow {
@@ -84,6 +99,12 @@ pub enum SecondFactorOutcome {
 /// Wrong codes a sign-in challenge survives before the password is asked
 /// for again (a 6-digit code must not be guessable by retrying).
 pub const MAX_SECOND_FACTOR_ATTEMPTS: i64 = 5;
+
+/// Wrong codes an operator may try across sign-ins in
+/// [`SECOND_FACTOR_WINDOW_MS`] before the password step refuses to start
+/// another (so retrying the password cannot buy unlimited guesses).
+pub const MAX_RECENT_SECOND_FACTOR_FAILURES: i64 = 10;
+pub const SECOND_FACTOR_WINDOW_MS: i64 = 15 * 60 * 1000;
 
 impl Store {
     /// The operator's TOTP row, pending or enabled.
@@ -188,6 +209,27 @@ impl Store {
     /// Turns TOTP off (`auth.totp_disabled`): the secret, the recovery codes
     /// and any sign-in waiting for a code go. `NotFound` when it was not on.
     pub async fn disable_totp(&self, actor: &AuditActor, operator_id: &str) -> StoreResult<()> {
+        self.remove_totp(actor, operator_id, "auth.totp_disabled")
+            .await
+    }
+
+    /// The owner (or the command line) turns off another operator's TOTP,
+    /// e.g. after a lost authenticator (`operator.totp_reset`).
+    pub async fn reset_operator_totp(
+        &self,
+        actor: &AuditActor,
+        operator_id: &str,
+    ) -> StoreResult<()> {
+        self.remove_totp(actor, operator_id, "operator.totp_reset")
+            .await
+    }
+
+    async fn remove_totp(
+        &self,
+        actor: &AuditActor,
+        operator_id: &str,
+        action: &'static str,
+    ) -> StoreResult<()> {
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let removed = sqlx::query("DELETE FROM operator_totp WHERE operator_id = $1 AND enabled_at IS NOT NULL")
@@ -200,7 +242,7 @@ impl Store {
             sqlx::query("DELETE FROM login_challenges WHERE operator_id = $1")
                 .bind(operator_id).execute(&mut *tx).await?;
             insert_audit!(tx, AuditEntry {
-                actor, action: "auth.totp_disabled", target_kind: "operator", target_id: Some(operator_id), pool_id: None,
+                actor, action, target_kind: "operator", target_id: Some(operator_id), pool_id: None,
                 details: serde_json::json!({"fields": ["totp"], "recovery_codes_removed": codes}),
             });
             tx.commit().await?;
@@ -230,8 +272,9 @@ impl Store {
         let now = now_ms();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            // Kept past expiry for the per-operator count of wrong codes.
             sqlx::query("DELETE FROM login_challenges WHERE expires_at <= $1")
-                .bind(now).execute(&mut *tx).await?;
+                .bind(now - SECOND_FACTOR_WINDOW_MS).execute(&mut *tx).await?;
             sqlx::query(
                 "INSERT INTO login_challenges (token_hash, operator_id, created_at, expires_at, ip, user_agent)
                  VALUES ($1, $2, $3, $4, $5, $6)")
@@ -256,20 +299,52 @@ impl Store {
              JOIN operators o ON o.id = c.operator_id
              JOIN operator_totp t ON t.operator_id = c.operator_id
              WHERE c.token_hash = $1 AND c.used_at IS NULL AND c.expires_at > $2
-               AND o.status = 'active' AND t.enabled_at IS NOT NULL AND c.failed_attempts < $3")
+               AND o.status = 'active' AND t.enabled_at IS NOT NULL AND c.attempts < $3")
             .bind(token_hash).bind(now_ms()).bind(MAX_SECOND_FACTOR_ATTEMPTS)
             .fetch_optional(pool).await)?,
         )
     }
 
-    /// Counts a wrong code against a challenge; returns how many attempts are
-    /// left (0: the challenge is spent).
-    pub async fn record_wrong_second_factor(&self, token_hash: &str) -> StoreResult<i64> {
+    /// Takes one attempt of a live challenge before its code is checked;
+    /// returns the attempts left after this one, or `None` when the challenge
+    /// is gone, used or spent. Atomic, so parallel guesses cannot share one.
+    pub async fn claim_second_factor_attempt(&self, token_hash: &str) -> StoreResult<Option<i64>> {
         let row: Option<(i64,)> = with_pool!(self, pool => sqlx::query_as(
-            "UPDATE login_challenges SET failed_attempts = failed_attempts + 1
-             WHERE token_hash = $1 AND used_at IS NULL RETURNING CAST(failed_attempts AS BIGINT)")
-            .bind(token_hash).fetch_optional(pool).await)?;
-        Ok(row.map_or(0, |(n,)| (MAX_SECOND_FACTOR_ATTEMPTS - n).max(0)))
+            "UPDATE login_challenges SET attempts = attempts + 1
+             WHERE token_hash = $1 AND used_at IS NULL AND expires_at > $2 AND attempts < $3
+             RETURNING CAST(attempts AS BIGINT)")
+            .bind(token_hash).bind(now_ms()).bind(MAX_SECOND_FACTOR_ATTEMPTS)
+            .fetch_optional(pool).await)?;
+        Ok(row.map(|(n,)| (MAX_SECOND_FACTOR_ATTEMPTS - n).max(0)))
+    }
+
+    /// Audits a sign-in challenge spent on wrong codes.
+    pub async fn record_second_factor_failure(
+        &self,
+        actor: &AuditActor,
+        attempts: i64,
+    ) -> StoreResult<()> {
+        with_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO audit_events (id, occurred_at, actor_kind, actor_id, actor_label, action, target_kind, target_id, pool_id, outcome, ip, details)
+                 VALUES ($1, $2, $3, $4, $5, 'auth.second_factor_failed', 'operator', $4, NULL, 'failed', $6, $7)")
+                .bind(new_id()).bind(now_ms()).bind(actor.kind).bind(actor.id.as_deref()).bind(&actor.label)
+                .bind(actor.ip.as_deref())
+                .bind(serde_json::json!({"wrong_codes": attempts}).to_string())
+                .execute(pool).await?;
+            Ok(())
+        })
+    }
+
+    /// Codes tried without success on the operator's challenges of the last
+    /// [`SECOND_FACTOR_WINDOW_MS`].
+    pub async fn recent_second_factor_failures(&self, operator_id: &str) -> StoreResult<i64> {
+        let row: (i64,) = with_pool!(self, pool => sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(attempts), 0) AS BIGINT) FROM login_challenges
+             WHERE operator_id = $1 AND used_at IS NULL AND created_at > $2")
+            .bind(operator_id).bind(now_ms() - SECOND_FACTOR_WINDOW_MS)
+            .fetch_one(pool).await)?;
+        Ok(row.0)
     }
 
     /// Whether the operator has a recovery code with this hash: `None` when
@@ -419,5 +494,65 @@ impl Store {
             tx.commit().await?;
             Ok(revoked)
         })
+    }
+
+    /// The operator's API tokens, active ones first, newest first.
+    pub async fn list_operator_tokens(
+        &self,
+        operator_id: &str,
+    ) -> StoreResult<Vec<OperatorTokenSummary>> {
+        Ok(
+            with_pool!(self, pool => sqlx::query_as::<_, OperatorTokenSummary>(
+            "SELECT id, label, token_prefix, created_at, last_used_at, revoked_at FROM operator_tokens
+             WHERE operator_id = $1
+             ORDER BY CASE WHEN revoked_at IS NULL THEN 0 ELSE 1 END, created_at DESC, id DESC")
+            .bind(operator_id).fetch_all(pool).await)?,
+        )
+    }
+
+    /// Revokes one active API token of `operator_id` (`operator_token.revoke`);
+    /// the JSON API refuses it from the next call on (tokens are looked up on
+    /// every call, nothing caches them). Someone else's token is `NotFound`,
+    /// exactly like an unknown id, so an id reveals nothing about other
+    /// operators; one of theirs already revoked is `Refused`.
+    pub async fn revoke_operator_token(
+        &self,
+        actor: &AuditActor,
+        operator_id: &str,
+        token_id: &str,
+    ) -> StoreResult<()> {
+        let now = now_ms();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let revoked: Option<(String, String)> = sqlx::query_as(
+                "UPDATE operator_tokens SET revoked_at = $3
+                 WHERE id = $1 AND operator_id = $2 AND revoked_at IS NULL
+                 RETURNING label, token_prefix")
+                .bind(token_id).bind(operator_id).bind(now)
+                .fetch_optional(&mut *tx).await?;
+            let Some((label, prefix)) = revoked else {
+                let (own,): (i64,) = sqlx::query_as(
+                    "SELECT COUNT(*) FROM operator_tokens WHERE id = $1 AND operator_id = $2")
+                    .bind(token_id).bind(operator_id).fetch_one(&mut *tx).await?;
+                return Err(if own > 0 {
+                    StoreError::Refused("this API token was already revoked; nothing was changed")
+                } else {
+                    StoreError::NotFound("API token of yours with this id")
+                });
+            };
+            insert_audit!(tx, AuditEntry {
+                actor, action: "operator_token.revoke", target_kind: "operator_token", target_id: Some(token_id), pool_id: None,
+                details: serde_json::json!({"operator_id": operator_id, "label": label, "prefix": prefix}),
+            });
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    /// Notes that an API token authenticated a call. Not audited.
+    pub async fn touch_operator_token(&self, token_id: &str) -> StoreResult<()> {
+        with_pool!(self, pool => sqlx::query("UPDATE operator_tokens SET last_used_at = $2 WHERE id = $1")
+            .bind(token_id).bind(now_ms()).execute(pool).await.map(|_| ()))?;
+        Ok(())
     }
 }

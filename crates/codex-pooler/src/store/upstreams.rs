@@ -15,18 +15,15 @@ use super::{
 use crate::time::{new_id, now_ms};
 
 /// A device-code link, as the console shows and polls it.
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow)]
 pub struct LinkFlowRow {
     pub id: String,
     pub pool_id: String,
     pub label: Option<String>,
     pub user_code: String,
     pub verification_url: String,
-    #[serde(skip)]
     pub secret_ciphertext: Vec<u8>,
-    #[serde(skip)]
     pub secret_nonce: Vec<u8>,
-    #[serde(skip)]
     pub secret_key_version: i64,
     pub poll_interval_secs: i64,
     /// `pending`, `completed`, `failed` or `expired`.
@@ -156,6 +153,23 @@ impl Store {
             tx.commit().await?;
             Ok(assignment_id)
         })
+    }
+
+    /// Whether the account is assigned to a Pool outside `scope` (never for
+    /// the owner's scope).
+    pub async fn upstream_serves_pools_outside(
+        &self,
+        scope: PoolScope<'_>,
+        identity_id: &str,
+    ) -> StoreResult<bool> {
+        let Some(operator) = scope.operator() else {
+            return Ok(false);
+        };
+        let row: (i64,) = with_pool!(self, pool => sqlx::query_as(
+            "SELECT COUNT(*) FROM pool_assignments a WHERE a.identity_id = $1
+               AND NOT EXISTS (SELECT 1 FROM operator_pools op WHERE op.operator_id = $2 AND op.pool_id = a.pool_id)")
+            .bind(identity_id).bind(operator).fetch_one(pool).await)?;
+        Ok(row.0 > 0)
     }
 
     /// Renames an account assigned to `pool_id`.

@@ -186,6 +186,7 @@ async function story(page) {
   const owner = fixture.owner;
   let poolPath = "";
   let rawKey = "";
+  let adminPassword = "";
 
   await step("the bootstrap link opens the owner form with the token filled in", async () => {
     const res = await page.goto(fixture.bootstrap_link);
@@ -393,10 +394,22 @@ async function story(page) {
     await screenshot(page, "first-run-operators.png");
   });
 
+  await step("create an admin for the Pool, with a temporary password shown once", async () => {
+    await page.fill('form[action="/admin/operators"] input[name="email"]', fixture.admin_email);
+    await page.check('form[action="/admin/operators"] input[name="role"][value="admin"]');
+    await page.check(`form[action="/admin/operators"] input[name="pool"][value="${poolPath.split("/").pop()}"]`);
+    await submit(page, "/admin/operators");
+    check((await page.textContent("h1")).includes(fixture.admin_email), "the operator is created");
+    adminPassword = await page.inputValue("#temporary-password");
+    check(adminPassword.length >= 12, "a temporary password is shown");
+    await screenshot(page, "first-run-operator-created.png");
+  });
+
   await step("turn on two-factor sign-in and sign in again with a recovery code", async () => {
     await loads(page, () => page.click('header a[href="/admin/security"]'));
     check((await page.textContent("h1")).trim() === "Security", "the Security page");
     await screenshot(page, "first-run-security.png");
+    await page.fill('form[action="/admin/security/totp/setup"] input[name="current_password"]', owner.password);
     await submit(page, "/admin/security/totp/setup");
     const secret = await page.inputValue("#totp-secret");
     check(/^[A-Z2-7]{32}$/.test(secret), `a base32 secret is shown: ${secret}`);
@@ -415,6 +428,23 @@ async function story(page) {
     await page.fill('input[name="code"]', codes[0]);
     await submit(page, "/login/totp");
     check(pathOf(page) === "/admin/pools", `signed in with a recovery code: ${page.url()}`);
+  });
+
+  await step("the new admin must replace the temporary password, then sees only the Pool", async () => {
+    await submit(page, "/logout");
+    await page.fill('input[name="email"]', fixture.admin_email);
+    await page.fill('input[name="password"]', adminPassword);
+    await submit(page, "/login");
+    check(pathOf(page) === "/admin/password", `the password page comes first: ${page.url()}`);
+    await screenshot(page, "first-run-password-change.png");
+    const chosen = "admin-chosen-password-1";
+    await page.fill('input[name="current_password"]', adminPassword);
+    await page.fill('input[name="password"]', chosen);
+    await page.fill('input[name="password_repeat"]', chosen);
+    await submit(page, "/admin/password");
+    check(pathOf(page) === "/admin/pools", `then the Pools: ${page.url()}`);
+    check((await cell(page, fixture.pool.name, "Status")) === "active", "the assigned Pool is listed");
+    check((await page.$$('header nav a[href="/admin/operators"]')).length === 0, "no Operators for an admin");
   });
 }
 

@@ -391,6 +391,70 @@ async fn account_management(backend: Backend) {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(audit_total(&h).await, before, "nothing written");
     assert_eq!(labels(&pool_json(&h, &pool.id).await), vec!["acct-b"]);
+
+    // An account shared with a Pool the admin does not see: its label and
+    // tokens are not theirs to change, though they may refresh or drop it.
+    let (shared_id, shared_account) = import_sim_account(&h, &pool.id, "acct-shared").await;
+    let auth = h.sim.auth_json(&shared_account).expect("auth").to_string();
+    let mut parsed = control::parse_auth_json(&auth, Some("acct-shared")).expect("parse");
+    parsed.identity.base_url = Some(h.sim.base_url());
+    parsed.identity.auth_base_url = Some(h.sim.base_url());
+    control::import_auth_json(
+        store,
+        &h.app.runtime.secret_box,
+        &cli,
+        &h.info.pool_id,
+        &parsed,
+    )
+    .await
+    .expect("import");
+    h.app.runtime.invalidate_caches();
+    let mine = format!("/admin/pools/{}/upstreams/{shared_id}", h.info.pool_id);
+    let before = audit_total(&h).await;
+    let page = a
+        .post(&format!("{mine}/rename"), &[("label", "mine now")])
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN, "{}", page.body);
+    assert!(page.body.contains("only the owner can rename it"));
+    let fresh = h.sim.auth_json(&shared_account).expect("auth").to_string();
+    let page = a
+        .post(
+            &format!("{mine}/credentials"),
+            &[("auth_json", fresh.as_str())],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(audit_total(&h).await, before, "nothing written");
+    let page = a.post(&format!("{mine}/refresh"), &[]).await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+
+    // DELETE without a body: the confirmation rides in the query.
+    let r = h
+        .http
+        .delete(h.url(&format!(
+            "/admin/api/pools/{}/upstreams/{shared_id}?confirm_label=acct-shared",
+            h.info.pool_id
+        )))
+        .bearer_auth(&h.info.operator_token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = h
+        .http
+        .delete(h.url(&format!(
+            "/admin/api/pools/{}/upstreams/{shared_id}",
+            pool.id
+        )))
+        .bearer_auth(&h.info.operator_token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(
+        r.status(),
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "no confirmation"
+    );
     h.stop().await;
 }
 on_both_backends!(upstream_account_management, account_management);
@@ -722,6 +786,17 @@ async fn key_wizard(backend: Backend) {
     assert!(page.body.contains("aria-current=\"step\">3. Enforcement"));
     assert_eq!(audit_total(&h).await, before);
 
+    // A long name of non-ASCII letters counts characters, not bytes, and a
+    // refusal after the review keeps every answer.
+    let long_name = "é".repeat(100);
+    let mut fields = answers.to_vec();
+    fields[0] = ("name", long_name.as_str());
+    fields.push(("from_wizard", "1"));
+    let page = b
+        .post(&format!("/admin/pools/{pool}/api-keys"), &fields)
+        .await;
+    assert_eq!(page.status, StatusCode::CREATED, "{}", page.body);
+
     // The JSON twin takes the same fields and the same rules.
     let (status, body) = api(
         &b,
@@ -796,3 +871,37 @@ async fn pools_health(backend: Backend) {
     h.stop().await;
 }
 on_both_backends!(pools_list_shows_recent_traffic, pools_health);
+
+/// The Pool page's readiness column shows this instance's routing health:
+/// an open circuit with its probe countdown and the demotion after failures,
+/// then the last success once the account answers again.
+async fn readiness_shows_routing_health(backend: Backend) {
+    let h = Harness::start_with(backend, 1, |_| {}).await;
+    let id = h.sim.accounts()[0].account_id.clone();
+    h.sim.queue_scenario(&id, "http_502", 3).expect("scenario");
+    for _ in 0..3 {
+        let r = h.responses(&text_request("fail", "readiness")).await;
+        assert_eq!(r.status(), 502);
+        let _ = r.text().await;
+    }
+    let b = Browser::login(&h, &h.info.admin_email, &h.info.admin_password).await;
+    let page = b.get(&format!("/admin/pools/{}", h.info.pool_id)).await;
+    assert!(
+        page.body.contains("circuit open: gpt-5.5 ("),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("tried last after a recent failure"));
+    h.app.runtime.advance_clock(61);
+    let r = h.responses(&text_request("probe", "readiness")).await;
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await;
+    let page = b.get(&format!("/admin/pools/{}", h.info.pool_id)).await;
+    assert!(!page.body.contains("circuit open"), "{}", page.body);
+    assert!(page.body.contains("last success 0s ago"), "{}", page.body);
+    h.stop().await;
+}
+on_both_backends!(
+    readiness_shows_circuits_and_last_success,
+    readiness_shows_routing_health
+);

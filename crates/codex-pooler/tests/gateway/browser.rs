@@ -247,6 +247,7 @@ async fn first_run_in_chromium(backend: Backend) {
         "auth_json": serde_json::to_string_pretty(&auth_json).expect("auth.json text"),
         "account_email": FIRST_RUN_ACCOUNT_EMAIL,
         "key_name": "laptop",
+        "admin_email": "admin@first-run.test",
         "model": "gpt-5.5",
     });
     let output = run_script("first_run.mjs", &fixture, chromium, playwright, screenshots).await;

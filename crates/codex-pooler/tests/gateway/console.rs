@@ -1685,12 +1685,13 @@ async fn owner_csp(h: &Harness, b: &Browser) -> String {
 /// Rows a console change could touch, one text line per table: a refused
 /// change must leave them all equal.
 async fn fingerprint(h: &Harness) -> Vec<String> {
-    const QUERIES: [&str; 8] = [
+    const QUERIES: [&str; 9] = [
         "SELECT id || ':' || status || ':' || slug FROM pools ORDER BY id",
         "SELECT id || ':' || status || ':' || key_prefix || ':' || key_hash FROM api_keys ORDER BY id",
         "SELECT id || ':' || status || ':' || role || ':' || CAST(must_change_password AS TEXT) FROM operators ORDER BY id",
         "SELECT operator_id || ':' || pool_id FROM operator_pools ORDER BY operator_id, pool_id",
         "SELECT id || ':' || COALESCE(CAST(revoked_at AS TEXT), '-') FROM admin_sessions ORDER BY id",
+        "SELECT id || ':' || COALESCE(CAST(revoked_at AS TEXT), '-') FROM operator_tokens ORDER BY id",
         "SELECT id || ':' || status || ':' || CAST(updated_at AS TEXT) FROM upstream_identities ORDER BY id",
         "SELECT id || ':' || status FROM pool_assignments ORDER BY id",
         "SELECT pool_id || ':' || routing_strategy || ':' || CAST(bridge_ring_size AS TEXT) || ':' || CAST(updated_at AS TEXT) FROM pool_routing_settings ORDER BY pool_id",
@@ -1950,6 +1951,21 @@ impl ChangeFixture {
         .expect("operator")
     }
 
+    /// A fresh API token of the demo owner (the signed-in operator);
+    /// returns its id.
+    async fn fresh_owner_token(&self, h: &Harness) -> String {
+        let owner = crate::security::operator_id(h, &h.info.admin_email).await;
+        control::issue_operator_token(
+            &h.app.runtime.store,
+            &AuditActor::cli(),
+            &owner,
+            &format!("fixture token {}", self.next()),
+        )
+        .await
+        .expect("token")
+        .id
+    }
+
     /// A fresh account imported into the fixture Pool (pointed at the
     /// simulator); returns (identity id, label).
     async fn fresh_identity(&self, h: &Harness) -> (String, String) {
@@ -1978,6 +1994,26 @@ impl ChangeFixture {
     /// accept on the next poll.
     async fn ready_link(&self, h: &Harness) -> String {
         ready_device_link(h, &self.pool_id).await
+    }
+
+    /// A fresh admin whose two-factor sign-in is on (set up in the store).
+    async fn admin_with_totp(&self, h: &Harness) -> String {
+        let id = self.fresh_admin(h).await;
+        let store = &h.app.runtime.store;
+        let sealed = codex_pooler::store::SealedSecret {
+            ciphertext: vec![0; 36],
+            nonce: vec![0; 24],
+            key_version: codex_pooler::crypto::KEY_VERSION,
+        };
+        store
+            .start_totp_setup(&AuditActor::cli(), &id, &sealed)
+            .await
+            .expect("setup");
+        store
+            .enable_totp(&AuditActor::cli(), &id, &sealed.nonce, 1, &[])
+            .await
+            .expect("enable");
+        id
     }
 
     fn auth_json(&self, h: &Harness) -> String {
@@ -2186,9 +2222,11 @@ impl ChangeFixture {
             // Operator security: TOTP is set up, enabled and disabled again
             // (so later sign-ins need no code), in MUTATING_ROUTES order,
             // after the password change above.
-            ("POST", "/admin/security/totp/setup") => {
-                Change::form(pattern.into(), &[], StatusCode::OK)
-            }
+            ("POST", "/admin/security/totp/setup") => Change::form(
+                pattern.into(),
+                &[("current_password", NEW_OWNER_PASSWORD)],
+                StatusCode::OK,
+            ),
             ("POST", "/admin/security/totp/enable") => {
                 let owner = crate::security::operator_id(h, &h.info.admin_email).await;
                 let code = crate::security::pending_code(h, &owner).await;
@@ -2220,6 +2258,34 @@ impl ChangeFixture {
                     StatusCode::OK,
                 )
             }
+            ("POST", "/admin/security/tokens") => Change::form(
+                pattern.into(),
+                &[("label", &format!("form token {n}"))],
+                StatusCode::CREATED,
+            ),
+            ("POST", "/admin/security/tokens/{token_id}/revoke") => {
+                let token = self.fresh_owner_token(h).await;
+                Change::form(
+                    format!("/admin/security/tokens/{token}/revoke"),
+                    &[],
+                    StatusCode::SEE_OTHER,
+                )
+            }
+            ("POST", "/admin/api/security/tokens") => Change::json(
+                Method::POST,
+                pattern.into(),
+                json!({"label": format!("json token {n}")}),
+                StatusCode::CREATED,
+            ),
+            ("POST", "/admin/api/security/tokens/{token_id}/revoke") => {
+                let token = self.fresh_owner_token(h).await;
+                Change::json(
+                    Method::POST,
+                    format!("/admin/api/security/tokens/{token}/revoke"),
+                    json!({}),
+                    StatusCode::OK,
+                )
+            }
             ("POST", "/admin/operators") => Change::form(
                 pattern.into(),
                 &[
@@ -2229,6 +2295,23 @@ impl ChangeFixture {
                 ],
                 StatusCode::CREATED,
             ),
+            ("POST", "/admin/operators/{operator_id}/totp-reset") => {
+                let id = self.admin_with_totp(h).await;
+                Change::form(
+                    format!("/admin/operators/{id}/totp-reset"),
+                    &[],
+                    StatusCode::SEE_OTHER,
+                )
+            }
+            ("POST", "/admin/api/operators/{operator_id}/totp-reset") => {
+                let id = self.admin_with_totp(h).await;
+                Change::json(
+                    Method::POST,
+                    format!("/admin/api/operators/{id}/totp-reset"),
+                    json!({}),
+                    StatusCode::OK,
+                )
+            }
             ("POST", "/admin/operators/{operator_id}/status") => {
                 let id = self.fresh_admin(h).await;
                 Change::form(

@@ -2,8 +2,9 @@
 //! TOTP enrolment with recovery codes, the second sign-in step (wrong,
 //! replayed, recovery and expired codes), turning TOTP off, listing and
 //! revoking sessions, the password change signing out the other sessions,
-//! deactivation doing the same, and the JSON API refusing a session whose
-//! operator must still replace a temporary password.
+//! deactivation doing the same, the JSON API refusing a session whose
+//! operator must still replace a temporary password, and an operator's own
+//! API tokens (created and revoked on the page and through the JSON API).
 
 use codex_pooler::control;
 use codex_pooler::store::{AuditActor, NewSession, Store};
@@ -340,7 +341,12 @@ async fn totp_enrolment_and_second_factor(backend: Backend) {
 
     // Setup: a pending secret, shown as base32 and as an otpauth URI, stored
     // sealed; TOTP is not on yet.
-    let page = b.post("/admin/security/totp/setup", &[]).await;
+    let page = b
+        .post(
+            "/admin/security/totp/setup",
+            &[("current_password", &password)],
+        )
+        .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let secret = input_value(&page.body, "totp-secret");
     assert_eq!(secret.len(), 32, "20 bytes in base32: {secret}");
@@ -449,7 +455,12 @@ async fn totp_enrolment_and_second_factor(backend: Backend) {
     assert_eq!(status["totp"]["enabled"], true);
     assert_eq!(status["totp"]["recovery_codes_left"], 10);
     // A second enrolment waits until this one is turned off.
-    let page = b.post("/admin/security/totp/setup", &[]).await;
+    let page = b
+        .post(
+            "/admin/security/totp/setup",
+            &[("current_password", &password)],
+        )
+        .await;
     assert_eq!(page.status, StatusCode::CONFLICT);
     assert!(page.body.contains("two-factor sign-in is already on"));
 
@@ -669,8 +680,16 @@ async fn session_list_and_revoke(backend: Backend) {
         .to_owned();
     let page = a.get("/admin/security").await;
     assert_eq!(page.status, StatusCode::OK);
+    // (The API tokens section has revoke forms of its own.)
     assert_eq!(
-        page.body.matches("/revoke\"").count(),
+        page.body
+            .split("action=\"/admin/security/sessions/")
+            .skip(1)
+            .filter(|rest| rest
+                .split('"')
+                .next()
+                .is_some_and(|a| a.ends_with("/revoke")))
+            .count(),
         2,
         "a revoke form per session"
     );
@@ -1005,7 +1024,12 @@ async fn wrong_codes_spend_the_challenge(backend: Backend) {
     let password = h.info.admin_password.clone();
     let owner = operator_id(&h, &email).await;
     let b = Browser::login(&h, &email, &password).await;
-    let page = b.post("/admin/security/totp/setup", &[]).await;
+    let page = b
+        .post(
+            "/admin/security/totp/setup",
+            &[("current_password", &password)],
+        )
+        .await;
     assert_eq!(page.status, StatusCode::OK, "{}", page.body);
     let page = b
         .post(
@@ -1045,9 +1069,15 @@ async fn wrong_codes_spend_the_challenge(backend: Backend) {
             page.body
         );
     }
+    let spent = audits_of(&h, "auth.second_factor_failed").await;
     let (page, cookies) = second_step(&step, "AAAA-BBBB-CCCC-DDDD").await;
     assert_eq!(page.status, StatusCode::UNAUTHORIZED);
     assert!(page.body.contains("Too many wrong codes"), "{}", page.body);
+    assert_eq!(
+        audits_of(&h, "auth.second_factor_failed").await,
+        spent + 1,
+        "the spent challenge is audited once"
+    );
     assert!(cookies.iter().any(|c| c.starts_with("cxp_login=;")));
     let before = security_state(&h).await;
     let (page, _) = second_step(&step, &app.generate(now_secs() + 30)).await;
@@ -1059,9 +1089,474 @@ async fn wrong_codes_spend_the_challenge(backend: Backend) {
         page.body
     );
     assert_eq!(security_state(&h).await, before, "no session was opened");
+
+    // Parallel guesses share the five attempts: at most five are judged.
+    let step = first_step(&h, &email, &password).await;
+    let guesses: Vec<String> = (0..8).map(|_| wrong_code(&app)).collect();
+    let answers =
+        futures_util::future::join_all(guesses.iter().map(|g| second_step(&step, g))).await;
+    let judged = answers
+        .iter()
+        .filter(|(page, _)| {
+            page.body.contains("attempts left")
+                || page.body.contains("attempt left")
+                || page.body.contains("Too many wrong codes")
+        })
+        .count();
+    assert_eq!(judged, 5, "exactly five guesses were checked");
+
+    // Ten wrong codes in 15 minutes: the password step starts no new challenge.
+    let r = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client")
+        .post(format!("{}/login", h.app.base_url()))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string([("email", &email), ("password", &password)]).unwrap())
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        r.text()
+            .await
+            .expect("body")
+            .contains("Too many wrong two-factor codes for this account")
+    );
     h.stop().await;
 }
 on_both_backends!(
     five_wrong_codes_spend_the_sign_in_challenge,
     wrong_codes_spend_the_challenge
+);
+
+/// What the database holds about operator tokens and the audit log; equal
+/// before and after a refused request means nothing was written.
+async fn token_state(h: &Harness) -> Vec<i64> {
+    vec![
+        audits(h).await,
+        count(h, "SELECT COUNT(*) FROM operator_tokens").await,
+        count(
+            h,
+            "SELECT COUNT(*) FROM operator_tokens WHERE revoked_at IS NULL",
+        )
+        .await,
+    ]
+}
+
+/// One column of the operator token with `id`, as text.
+async fn token_column(h: &Harness, column: &str, id: &str) -> Option<String> {
+    let sql = match column {
+        "token_hash" => "SELECT token_hash FROM operator_tokens WHERE id = $1",
+        "revoked_at" => "SELECT CAST(revoked_at AS TEXT) FROM operator_tokens WHERE id = $1",
+        other => panic!("no query for column {other}"),
+    };
+    let row: (Option<String>,) = match &h.app.runtime.store {
+        Store::Sqlite(p) => sqlx::query_as(sql).bind(id).fetch_one(p).await,
+        Store::Postgres(p) => sqlx::query_as(sql).bind(id).fetch_one(p).await,
+    }
+    .expect("token row");
+    row.0
+}
+
+/// The actor id of the newest audit event with this action.
+async fn last_actor(h: &Harness, action: &str) -> Option<String> {
+    let sql = "SELECT actor_id FROM audit_events WHERE action = $1 ORDER BY occurred_at DESC, id DESC LIMIT 1";
+    let row: (Option<String>,) = match &h.app.runtime.store {
+        Store::Sqlite(p) => sqlx::query_as(sql).bind(action).fetch_one(p).await,
+        Store::Postgres(p) => sqlx::query_as(sql).bind(action).fetch_one(p).await,
+    }
+    .expect("an audit event");
+    row.0
+}
+
+/// A JSON POST from a signed-in browser, as the console's script sends it.
+async fn post_json(b: &Browser, path: &str, body: Value) -> (StatusCode, Value) {
+    let r = b
+        .http
+        .post(format!("{}{path}", b.base))
+        .header("cookie", b.cookie.clone().expect("signed in"))
+        .header("x-csrf-token", &b.csrf)
+        .header("origin", &b.base)
+        .header("sec-fetch-site", "same-origin")
+        .json(&body)
+        .send()
+        .await
+        .expect("post");
+    let status = r.status();
+    (status, r.json().await.expect("json body"))
+}
+
+/// The status of a JSON API call presenting `token` as Bearer.
+async fn with_bearer(h: &Harness, token: &str, path: &str) -> StatusCode {
+    h.http
+        .get(format!("{}{path}", h.app.base_url()))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("get")
+        .status()
+}
+
+/// The caller's token list from `GET /admin/api/security/tokens`, with the
+/// raw body for "never the secret" checks.
+async fn token_list(b: &Browser) -> (Vec<Value>, String) {
+    let page = b.get("/admin/api/security/tokens").await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    let body: Value = serde_json::from_str(&page.body).expect("json");
+    (
+        body["tokens"].as_array().expect("tokens").clone(),
+        page.body,
+    )
+}
+
+/// Asserts neither the raw token nor its stored hash appears on the Security
+/// page or in the token list.
+async fn secret_nowhere(h: &Harness, b: &Browser, raw: &str, id: &str) {
+    let hash = token_column(h, "token_hash", id).await.expect("hash");
+    // `op-cxp-<12 hex>-<secret>`; the secret itself may contain dashes.
+    let secret = &raw[20..];
+    let page = b.get("/admin/security").await;
+    let (_, list) = token_list(b).await;
+    for (what, body) in [("Security page", &page.body), ("token list", &list)] {
+        assert!(!body.contains(raw), "{what} shows the raw token");
+        assert!(!body.contains(secret), "{what} shows the token's secret");
+        assert!(!body.contains(&hash), "{what} shows the token's hash");
+        assert!(!body.contains("token_hash"), "{what} names the hash");
+    }
+}
+
+async fn operator_tokens_from_the_console(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let email = h.info.admin_email.clone();
+    let password = h.info.admin_password.clone();
+    let owner = operator_id(&h, &email).await;
+    let b = Browser::login(&h, &email, &password).await;
+    let page = b.get("/admin/security").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("<h2 id=\"tokens\">API tokens</h2>"));
+    let (before_list, _) = token_list(&b).await;
+
+    // A bad label is refused with the reason, on the page and in JSON, and
+    // writes nothing.
+    let long = "x".repeat(121);
+    for (label, message) in [
+        ("", "label is required"),
+        ("   ", "label is required"),
+        (
+            long.as_str(),
+            "label is 121 characters long; at most 120 are allowed",
+        ),
+        ("line\nbreak", "label must not contain control characters"),
+    ] {
+        let before = token_state(&h).await;
+        let page = b.post("/admin/security/tokens", &[("label", label)]).await;
+        assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY, "{label:?}");
+        assert!(page.body.contains(message), "{label:?}: {}", page.body);
+        assert!(page.body.contains("no token was created"), "{label:?}");
+        let (status, body) =
+            post_json(&b, "/admin/api/security/tokens", json!({"label": label})).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{label:?}");
+        let text = body["error"]["message"].as_str().expect("message");
+        assert!(text.contains(message), "{label:?}: {text}");
+        assert_eq!(token_state(&h).await, before, "{label:?}: nothing written");
+    }
+    let before = token_state(&h).await;
+    let (status, _) = post_json(&b, "/admin/api/security/tokens", json!({})).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "a missing label");
+    assert_eq!(token_state(&h).await, before);
+
+    // Created on the page: shown once, one audit event naming the operator.
+    let created = audits_of(&h, "operator_token.create").await;
+    let before = audits(&h).await;
+    let page = b
+        .post("/admin/security/tokens", &[("label", "  deploy script  ")])
+        .await;
+    assert_eq!(page.status, StatusCode::CREATED, "{}", page.body);
+    assert_eq!(audits(&h).await - before, 1, "exactly one audit event");
+    assert_eq!(audits_of(&h, "operator_token.create").await, created + 1);
+    assert_eq!(
+        last_actor(&h, "operator_token.create").await,
+        Some(owner.clone())
+    );
+    let raw = input_value(&page.body, "raw-token");
+    assert!(raw.starts_with("op-cxp-"), "{raw}");
+    let prefix = raw[..19].to_owned();
+    let details = last_details(&h, "operator_token.create").await;
+    assert_eq!(details["operator_id"], owner.as_str(), "{details}");
+    assert_eq!(details["label"], "deploy script", "{details}");
+    assert_eq!(details["prefix"], prefix.as_str(), "{details}");
+    let (list, _) = token_list(&b).await;
+    assert_eq!(list.len(), before_list.len() + 1);
+    let listed = list
+        .iter()
+        .find(|t| t["prefix"] == prefix.as_str())
+        .expect("the new token is listed");
+    let id = listed["id"].as_str().expect("id").to_owned();
+    assert_eq!(listed["label"], "deploy script");
+    assert_eq!(listed["status"], "active");
+    assert!(listed["last_used_at"].is_null(), "not used yet: {listed}");
+    let page = b.get("/admin/security").await;
+    let row = &page.body[page.body.find(&format!("id=\"token-{id}\"")).expect("row")..];
+    let row = &row[..row.find("</tr>").expect("row end")];
+    assert!(
+        row.contains("deploy script") && row.contains(&prefix),
+        "{row}"
+    );
+    assert!(row.contains("never"), "never used yet: {row}");
+    assert!(row.contains(">active<"), "{row}");
+    secret_nowhere(&h, &b, &raw, &id).await;
+
+    // The token works as Bearer, and its use is noted.
+    assert_eq!(
+        with_bearer(&h, &raw, "/admin/api/pools").await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        with_bearer(&h, &raw, "/admin/api/request-logs").await,
+        StatusCode::OK
+    );
+    let (list, _) = token_list(&b).await;
+    let listed = list
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .expect("listed");
+    let used = listed["last_used_at"].as_i64().expect("last used is set");
+    assert!(used >= listed["created_at"].as_i64().expect("created"));
+    let page = b.get("/admin/security").await;
+    let row = &page.body[page.body.find(&format!("id=\"token-{id}\"")).expect("row")..];
+    let row = &row[..row.find("</tr>").expect("row end")];
+    assert!(!row.contains("never"), "used now: {row}");
+    secret_nowhere(&h, &b, &raw, &id).await;
+
+    // Another operator cannot revoke it, nor see it: 404, nothing written.
+    control::create_operator(
+        &h.app.runtime.store,
+        &AuditActor::cli(),
+        "other-admin@example.test",
+        "other-admin-password-1",
+        "admin",
+    )
+    .await
+    .expect("operator");
+    let other = Browser::login(&h, "other-admin@example.test", "other-admin-password-1").await;
+    let (others, _) = token_list(&other).await;
+    assert!(others.is_empty(), "{others:?}");
+    let before = token_state(&h).await;
+    let page = other
+        .post(&format!("/admin/security/tokens/{id}/revoke"), &[])
+        .await;
+    assert_eq!(page.status, StatusCode::NOT_FOUND, "{}", page.body);
+    assert!(page.body.contains("no API token of yours has this id"));
+    let (status, body) = post_json(
+        &other,
+        &format!("/admin/api/security/tokens/{id}/revoke"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert_eq!(token_state(&h).await, before, "nothing written");
+    assert!(token_column(&h, "revoked_at", &id).await.is_none());
+    assert_eq!(
+        with_bearer(&h, &raw, "/admin/api/pools").await,
+        StatusCode::OK
+    );
+
+    // Revoked by its operator: one audit event, and it stops at once.
+    let revoked = audits_of(&h, "operator_token.revoke").await;
+    let before = audits(&h).await;
+    let page = b
+        .post(&format!("/admin/security/tokens/{id}/revoke"), &[])
+        .await;
+    assert_eq!(
+        (page.status, page.location.as_str()),
+        (
+            StatusCode::SEE_OTHER,
+            "/admin/security?notice=token_revoked#tokens"
+        ),
+        "{}",
+        page.body
+    );
+    assert_eq!(audits(&h).await - before, 1, "exactly one audit event");
+    assert_eq!(audits_of(&h, "operator_token.revoke").await, revoked + 1);
+    assert_eq!(
+        last_actor(&h, "operator_token.revoke").await,
+        Some(owner.clone())
+    );
+    assert_eq!(
+        with_bearer(&h, &raw, "/admin/api/pools").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        with_bearer(&h, &raw, "/admin/api/request-logs").await,
+        StatusCode::UNAUTHORIZED
+    );
+    let page = b.get("/admin/security?notice=token_revoked").await;
+    assert!(page.body.contains("The API token was revoked"));
+    let row = &page.body[page.body.find(&format!("id=\"token-{id}\"")).expect("row")..];
+    let row = &row[..row.find("</tr>").expect("row end")];
+    assert!(row.contains(">revoked<"), "{row}");
+    assert!(!row.contains("/revoke"), "no revoke button: {row}");
+    let (list, _) = token_list(&b).await;
+    let listed = list
+        .iter()
+        .find(|t| t["id"] == id.as_str())
+        .expect("listed");
+    assert_eq!(listed["status"], "revoked");
+    assert!(listed["revoked_at"].is_i64());
+    secret_nowhere(&h, &b, &raw, &id).await;
+
+    // Revoking it again says so and writes nothing.
+    let before = token_state(&h).await;
+    let page = b
+        .post(&format!("/admin/security/tokens/{id}/revoke"), &[])
+        .await;
+    assert_eq!(page.status, StatusCode::CONFLICT, "{}", page.body);
+    assert!(page.body.contains("this API token was already revoked"));
+    let (status, body) = post_json(
+        &b,
+        &format!("/admin/api/security/tokens/{id}/revoke"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"]["code"], "conflict");
+    assert_eq!(token_state(&h).await, before);
+
+    // The JSON twins: create (a 120-character label is the longest allowed),
+    // list, revoke.
+    let label = "é".repeat(120);
+    let before = audits(&h).await;
+    let (status, body) = post_json(&b, "/admin/api/security/tokens", json!({"label": label})).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(audits(&h).await - before, 1, "exactly one audit event");
+    let json_raw = body["token"].as_str().expect("token").to_owned();
+    let json_id = body["id"].as_str().expect("id").to_owned();
+    assert_eq!(body["prefix"], &json_raw[..19]);
+    assert_eq!(
+        body.as_object().expect("object").len(),
+        3,
+        "id, token, prefix: {body}"
+    );
+    let (list, _) = token_list(&b).await;
+    let listed = list
+        .iter()
+        .find(|t| t["id"] == json_id.as_str())
+        .expect("listed");
+    assert_eq!(listed["label"], label.as_str());
+    assert_eq!(listed["status"], "active");
+    secret_nowhere(&h, &b, &json_raw, &json_id).await;
+    assert_eq!(
+        with_bearer(&h, &json_raw, "/admin/api/security/tokens").await,
+        StatusCode::OK
+    );
+    // Revoked through the API with itself as the credential (no CSRF for a
+    // Bearer call).
+    let before = audits(&h).await;
+    let r = h
+        .http
+        .post(format!(
+            "{}/admin/api/security/tokens/{json_id}/revoke",
+            h.app.base_url()
+        ))
+        .bearer_auth(&json_raw)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("revoke");
+    assert_eq!(r.status(), StatusCode::OK);
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body, json!({"token_id": json_id, "revoked": true}));
+    assert_eq!(audits(&h).await - before, 1, "exactly one audit event");
+    assert_eq!(
+        with_bearer(&h, &json_raw, "/admin/api/pools").await,
+        StatusCode::UNAUTHORIZED
+    );
+    // A session-made JSON revoke of an unknown id is a 404.
+    let before = token_state(&h).await;
+    let (status, _) = post_json(
+        &b,
+        "/admin/api/security/tokens/no-such-token/revoke",
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(token_state(&h).await, before);
+    h.stop().await;
+}
+on_both_backends!(
+    operator_tokens_are_created_listed_and_revoked_from_the_console,
+    operator_tokens_from_the_console
+);
+
+/// Setting up two-factor asks for the password again; the owner can turn an
+/// operator's two-factor off (a lost authenticator), once, audited.
+async fn two_factor_setup_and_owner_reset(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let cli = AuditActor::cli();
+    let store = &h.app.runtime.store;
+    let admin_id = control::create_operator(
+        store,
+        &cli,
+        "twofa@example.test",
+        "twofa-password-1",
+        "admin",
+    )
+    .await
+    .expect("admin");
+    let a = Browser::login(&h, "twofa@example.test", "twofa-password-1").await;
+    let before = security_state(&h).await;
+    let page = a
+        .post(
+            "/admin/security/totp/setup",
+            &[("current_password", "not-it")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(page.body.contains("two-factor sign-in was not set up"));
+    assert_eq!(security_state(&h).await, before, "nothing written");
+    let page = a
+        .post(
+            "/admin/security/totp/setup",
+            &[("current_password", "twofa-password-1")],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    let page = a
+        .post(
+            "/admin/security/totp/enable",
+            &[("code", &pending_code(&h, &admin_id).await)],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+
+    let owner = Browser::login(&h, &h.info.admin_email, &h.info.admin_password).await;
+    let page = owner.get("/admin/operators").await;
+    assert!(page.body.contains(&format!(
+        "action=\"/admin/operators/{admin_id}/totp-reset\""
+    )));
+    // An admin cannot reset anyone's.
+    let page = a
+        .post(&format!("/admin/operators/{admin_id}/totp-reset"), &[])
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    let resets = audits_of(&h, "operator.totp_reset").await;
+    let page = owner
+        .post(&format!("/admin/operators/{admin_id}/totp-reset"), &[])
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(audits_of(&h, "operator.totp_reset").await, resets + 1);
+    assert!(!store.totp_enabled(&admin_id).await.expect("lookup"));
+    let page = owner
+        .post(&format!("/admin/operators/{admin_id}/totp-reset"), &[])
+        .await;
+    assert_eq!(page.status, StatusCode::CONFLICT);
+    assert!(page.body.contains("not on for this operator"));
+    // The password alone signs them in again.
+    Browser::login(&h, "twofa@example.test", "twofa-password-1").await;
+    h.stop().await;
+}
+on_both_backends!(
+    two_factor_setup_needs_the_password_and_the_owner_can_reset_it,
+    two_factor_setup_and_owner_reset
 );

@@ -29,6 +29,7 @@ pub const AUDIT_ACTIONS: &[&str] = &[
     "auth.login",
     "auth.logout",
     "auth.password_change",
+    "auth.second_factor_failed",
     "auth.required_password_change",
     "auth.totp_setup",
     "auth.totp_enrolled",
@@ -39,6 +40,7 @@ pub const AUDIT_ACTIONS: &[&str] = &[
     "operator.create",
     "operator.update",
     "operator_token.create",
+    "operator_token.revoke",
     "pool.create",
     "pool.update",
     "pool.routing_update",
@@ -63,6 +65,7 @@ pub const AUDIT_ACTIONS: &[&str] = &[
     "api_key.delete",
     "operator.deactivate",
     "operator.reactivate",
+    "operator.totp_reset",
     "api_key.status_change",
     "api_key.update",
     "api_key.policy_update",
@@ -209,24 +212,32 @@ pub async fn readiness(
         .candidates
         .iter()
         .map(|c| {
-            let r = if let Some(why) = c.exclusion {
-                Readiness {
-                    state: "excluded",
-                    reason: why.replace('_', " "),
-                    cooling_secs: None,
-                }
+            let (state, reason, cooling_secs) = if let Some(why) = c.exclusion {
+                ("excluded", why.replace('_', " "), None)
             } else if c.identity.is_exhausted(now) {
-                Readiness {
-                    state: "cooling_down",
-                    reason: "quota exhausted".into(),
-                    cooling_secs: Some((c.identity.exhausted_until() - now).max(0)),
-                }
+                (
+                    "cooling_down",
+                    "quota exhausted".to_owned(),
+                    Some((c.identity.exhausted_until() - now).max(0)),
+                )
             } else {
-                Readiness {
-                    state: "ready",
-                    reason: String::new(),
-                    cooling_secs: None,
-                }
+                ("ready", String::new(), None)
+            };
+            let r = Readiness {
+                state,
+                reason,
+                cooling_secs,
+                circuits: rt
+                    .health
+                    .open_circuits(&c.assignment_id, now)
+                    .into_iter()
+                    .map(|(model, class, secs)| (format!("{model} ({class})"), secs))
+                    .collect(),
+                demoted: rt.health.is_demoted(&c.assignment_id, now),
+                last_success: rt
+                    .health
+                    .last_success(&c.assignment_id)
+                    .map(|at| super::views::ago((now - at) * 1000)),
             };
             (c.identity.id.clone(), r)
         })
@@ -510,6 +521,23 @@ pub async fn set_operator_status(
 }
 
 /// Parses a `<time>_<id>` audit cursor.
+/// Turns off another operator's two-factor sign-in (owner only), e.g.
+/// after a lost authenticator; they sign in with the password alone again.
+pub async fn reset_operator_totp(
+    rt: &Runtime,
+    op: &Operator,
+    operator_id: &str,
+) -> Result<(), ConsoleError> {
+    op.require_owner()?;
+    match rt.store.reset_operator_totp(&op.actor(), operator_id).await {
+        Ok(()) => Ok(()),
+        Err(StoreError::NotFound(_)) => Err(ConsoleError::Conflict(
+            "two-factor sign-in is not on for this operator; nothing was changed".into(),
+        )),
+        Err(other) => Err(other.into()),
+    }
+}
+
 pub fn parse_cursor(text: &str) -> Option<(i64, String)> {
     let (at, id) = text.split_once('_')?;
     Some((at.parse().ok()?, id.to_owned()))

@@ -134,22 +134,14 @@ pub async fn create_key(
     Path(pool_id): Path<String>,
     JsonPost(op, body): JsonPost<NewKey>,
 ) -> ApiResult {
-    let expires_at = match body.expires_in_days {
-        None => None,
-        Some(d) if (1..=3650).contains(&d) => Some(crate::time::now_ms() + d * 86_400_000),
-        Some(_) => {
-            return Err(
-                ConsoleError::Invalid("expires_in_days must be from 1 to 3650".into()).into(),
-            );
-        }
-    };
-    let spec = crate::control::KeySpec {
-        name: body.name,
-        allowed_models: body.allowed_models.filter(|m| !m.is_empty()),
-        enforced_model: body.enforced_model.filter(|m| !m.is_empty()),
-        expires_at,
-        policy: body.policy,
-    };
+    let spec = super::key_wizard::spec_from_api(
+        body.name,
+        body.expires_in_days,
+        body.allowed_models,
+        body.enforced_model,
+        body.policy,
+        crate::time::now_ms(),
+    )?;
     let (_, id, raw) = actions::create_key(&rt, &op, &pool_id, &spec).await?;
     ok(StatusCode::CREATED, json!({"id": id, "key": raw}))
 }
@@ -181,12 +173,20 @@ pub struct DeleteKeyBody {
     confirm_prefix: String,
 }
 
+/// The confirmation comes in the JSON body or, for clients that send no
+/// body with a DELETE, as `?confirm_prefix=`.
 pub async fn delete_key(
     State(rt): State<Arc<Runtime>>,
     Path((pool_id, key_id)): Path<(String, String)>,
+    Query(query): Query<DeleteKeyBody>,
     JsonPost(op, body): JsonPost<DeleteKeyBody>,
 ) -> ApiResult {
-    let key = actions::delete_key(&rt, &op, &pool_id, &key_id, &body.confirm_prefix).await?;
+    let confirm = if body.confirm_prefix.is_empty() {
+        &query.confirm_prefix
+    } else {
+        &body.confirm_prefix
+    };
+    let key = actions::delete_key(&rt, &op, &pool_id, &key_id, confirm).await?;
     ok(
         StatusCode::OK,
         json!({"id": key.id, "prefix": key.key_prefix, "deleted": true}),
@@ -233,6 +233,18 @@ pub async fn set_operator_status(
     ok(
         StatusCode::OK,
         json!({"id": operator_id, "status": body.status}),
+    )
+}
+
+pub async fn reset_operator_totp(
+    State(rt): State<Arc<Runtime>>,
+    Path(operator_id): Path<String>,
+    JsonPost(op, _): JsonPost<Value>,
+) -> ApiResult {
+    actions::reset_operator_totp(&rt, &op, &operator_id).await?;
+    ok(
+        StatusCode::OK,
+        json!({"id": operator_id, "totp_enabled": false}),
     )
 }
 

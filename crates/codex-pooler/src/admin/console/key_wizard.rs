@@ -36,6 +36,8 @@ pub const SERVICE_TIERS: &[&str] = &["auto", "default", "flex", "priority"];
 
 const MAX_MODELS: usize = 100;
 const MAX_LIMIT: i64 = 1_000_000_000_000;
+/// Largest spend limit: one million US dollars.
+const MAX_SPEND_MICROS: i64 = 1_000_000 * 1_000_000;
 
 fn step_index(step: &str) -> usize {
     STEPS.iter().position(|(s, _)| *s == step).unwrap_or(0)
@@ -78,11 +80,26 @@ fn refuse(step: &'static str, message: impl Into<String>) -> DraftError {
     }
 }
 
+/// "7,000" or "7000" (commas only as thousands separators, so "1,5" is
+/// refused rather than read as 15).
+fn digits_of(text: &str) -> Option<String> {
+    let text = text.trim().replace('_', "");
+    let mut groups = text.split(',');
+    let first = groups.next()?;
+    let rest: Vec<&str> = groups.collect();
+    if !rest.is_empty()
+        && (first.is_empty() || first.len() > 3 || rest.iter().any(|g| g.len() != 3))
+    {
+        return None;
+    }
+    Some(text.replace(',', ""))
+}
+
 fn opt_count(step: &'static str, what: &str, text: &str) -> Result<Option<i64>, DraftError> {
-    let text = text.trim().replace(['_', ','], "");
-    if text.is_empty() {
+    if text.trim().is_empty() {
         return Ok(None);
     }
+    let text = digits_of(text).unwrap_or_else(|| "invalid".into());
     match text.parse::<i64>() {
         Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(Some(n)),
         _ => Err(refuse(
@@ -122,6 +139,12 @@ fn opt_usd(what: &str, text: &str) -> Result<Option<i64>, DraftError> {
     };
     let frac_micros: i64 = format!("{frac:0<6}").parse().map_err(|_| bad())?;
     let micros = whole * 1_000_000 + frac_micros;
+    if micros > MAX_SPEND_MICROS {
+        return Err(refuse(
+            "limits",
+            format!("{what} must be at most $1,000,000"),
+        ));
+    }
     if micros < 10_000 {
         return Err(refuse("limits", format!("{what} must be at least $0.01")));
     }
@@ -279,6 +302,34 @@ impl KeyDraft {
         }
         Ok(spec)
     }
+}
+
+/// A key as the JSON twin describes it (expiry in days, policy as stored);
+/// [`validate_spec`] then applies the same rules as the wizard.
+pub fn spec_from_api(
+    name: String,
+    expires_in_days: Option<i64>,
+    allowed_models: Option<Vec<String>>,
+    enforced_model: Option<String>,
+    policy: KeyPolicy,
+    now_ms: i64,
+) -> Result<KeySpec, ConsoleError> {
+    let expires_at = match expires_in_days {
+        None => None,
+        Some(d) if (1..=3650).contains(&d) => Some(now_ms + d * 86_400_000),
+        Some(_) => {
+            return Err(ConsoleError::Invalid(
+                "expires_in_days must be from 1 to 3650".into(),
+            ));
+        }
+    };
+    Ok(KeySpec {
+        name,
+        allowed_models: allowed_models.filter(|m| !m.is_empty()),
+        enforced_model: enforced_model.filter(|m| !m.is_empty()),
+        expires_at,
+        policy,
+    })
 }
 
 /// The rules every new key obeys, whichever form it came from.
@@ -613,6 +664,16 @@ mod tests {
         assert!(opt_usd("spend per day", "1,5").is_err());
         assert!(opt_usd("spend per day", "-3").is_err());
         assert!(opt_usd("spend per day", ".").is_err());
+        assert!(
+            opt_usd("spend per day", "1000000.01")
+                .unwrap_err()
+                .message
+                .contains("at most $1,000,000")
+        );
+        assert_eq!(opt_count("limits", "x", "7,000").unwrap(), Some(7000));
+        assert_eq!(opt_count("limits", "x", "1_000").unwrap(), Some(1000));
+        assert!(opt_count("limits", "x", "1,5").is_err());
+        assert!(opt_count("limits", "x", "12,34,567").is_err());
     }
 
     #[test]

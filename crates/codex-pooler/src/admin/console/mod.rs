@@ -41,7 +41,7 @@ pub const MUTATING_ROUTES: &[(&str, &str)] = &[
     ("POST", "/login"),
     ("POST", "/logout"),
     ("POST", "/admin/password"),
-    // Operator security (second factor, sessions). The console test's
+    // Operator security (second factor, sessions, API tokens). The console test's
     // fixture relies on this order (setup, enable, disable) and on these
     // coming after the password change above.
     ("POST", "/login/totp"),
@@ -51,6 +51,10 @@ pub const MUTATING_ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/security/sessions/{session_id}/revoke"),
     ("POST", "/admin/security/sessions/revoke-others"),
     ("POST", "/admin/api/security/sessions/{session_id}/revoke"),
+    ("POST", "/admin/security/tokens"),
+    ("POST", "/admin/security/tokens/{token_id}/revoke"),
+    ("POST", "/admin/api/security/tokens"),
+    ("POST", "/admin/api/security/tokens/{token_id}/revoke"),
     ("POST", "/admin/pools"),
     ("POST", "/admin/pools/{pool_id}/settings"),
     ("POST", "/admin/pools/{pool_id}/status"),
@@ -106,6 +110,8 @@ pub const MUTATING_ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/pools/{pool_id}/api-keys/{key_id}/delete"),
     ("POST", "/admin/operators"),
     ("POST", "/admin/operators/{operator_id}/status"),
+    ("POST", "/admin/operators/{operator_id}/totp-reset"),
+    ("POST", "/admin/api/operators/{operator_id}/totp-reset"),
     ("POST", "/admin/api/pools"),
     ("POST", "/admin/api/pools/{pool_id}/settings"),
     ("POST", "/admin/api/pools/{pool_id}/status"),
@@ -219,6 +225,10 @@ pub fn router() -> Router<Arc<Runtime>> {
             post(pages::set_operator_status),
         )
         .route(
+            "/admin/operators/{operator_id}/totp-reset",
+            post(pages::reset_operator_totp),
+        )
+        .route(
             "/admin/password",
             get(auth::password_form).post(auth::change_password),
         )
@@ -238,6 +248,11 @@ pub fn router() -> Router<Arc<Runtime>> {
             "/admin/security/sessions/revoke-others",
             post(security::revoke_other_sessions),
         )
+        .route("/admin/security/tokens", post(security::create_token))
+        .route(
+            "/admin/security/tokens/{token_id}/revoke",
+            post(security::revoke_token),
+        )
         .route("/admin/audit", get(pages::audit))
         .route("/admin/audit/{id}", get(pages::audit_detail))
         .route("/admin/request-logs", get(logs::list))
@@ -249,6 +264,14 @@ pub fn router() -> Router<Arc<Runtime>> {
         .route(
             "/admin/api/security/sessions/{session_id}/revoke",
             post(security::api_revoke_session),
+        )
+        .route(
+            "/admin/api/security/tokens",
+            get(security::api_tokens).post(security::api_create_token),
+        )
+        .route(
+            "/admin/api/security/tokens/{token_id}/revoke",
+            post(security::api_revoke_token),
         )
         .route("/admin/api/request-logs/export", get(logs::export))
         .route("/admin/api/pools", get(json::pools).post(json::create_pool))
@@ -325,6 +348,10 @@ pub fn router() -> Router<Arc<Runtime>> {
             "/admin/api/operators/{operator_id}/status",
             post(json::set_operator_status),
         )
+        .route(
+            "/admin/api/operators/{operator_id}/totp-reset",
+            post(json::reset_operator_totp),
+        )
         .route("/admin/api/audit-events", get(json::audit_events))
         .route("/admin/api/audit-events/{id}", get(json::audit_event));
     pages.merge(api)
@@ -334,7 +361,10 @@ pub fn router() -> Router<Arc<Runtime>> {
 /// no framing, scripts and styles only from this origin.
 async fn page_headers(mut response: Response) -> Response {
     let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Pages may show a raw key once; static assets set their own caching.
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     headers.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(

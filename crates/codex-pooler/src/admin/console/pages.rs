@@ -14,7 +14,7 @@ use super::ConsoleError;
 use super::actions::{
     self, AUDIT_ACTIONS, AUDIT_OUTCOMES, AUDIT_PAGE, AUDIT_TARGET_KINDS, PoolSettingsInput,
 };
-use super::key_wizard::{KeyDraft, STEPS, render_wizard};
+use super::key_wizard::{DraftError, KeyDraft, STEPS, render_wizard};
 use super::session::{FormPost, Operator, PageOperator};
 use super::views::{
     AuditDetailPage, AuditPage, AuditView, Chrome, KeyCreatedPage, KeyView, OperatorCreatedPage,
@@ -78,6 +78,9 @@ fn notice(code: Option<&str>) -> Option<String> {
         "key_deleted" => "API key deleted, with its request history.",
         "operator_deactivated" => "Operator deactivated; their sessions were signed out.",
         "operator_active" => "Operator reactivated.",
+        "operator_totp_reset" => {
+            "Two-factor sign-in was turned off for that operator; they sign in with their password and can set it up again."
+        }
         "password_changed" => "Your password was changed.",
         "pool_saved" => "Pool settings saved.",
         "pool_unchanged" => "Nothing differed from the saved settings; nothing was changed.",
@@ -149,7 +152,6 @@ pub async fn create_pool(
     }
 }
 
-/// What to put back into the Pool page's forms after a refused change.
 /// What the Pool page's forms echo back after a refused change.
 #[derive(Default)]
 pub(super) struct PoolFormsEcho {
@@ -343,6 +345,14 @@ pub async fn create_key(
             },
             StatusCode::CREATED,
         )),
+        // The wizard's answers are kept: a refusal returns to its review.
+        Err(ConsoleError::Invalid(message)) if from_wizard => {
+            let error = DraftError {
+                step: "review",
+                message,
+            };
+            render_wizard(&rt, &op, &pool_id, form.draft, "review", Some(error)).await
+        }
         Err(err) => {
             let echo = PoolFormsEcho {
                 key_name: form.draft.name,
@@ -572,6 +582,20 @@ pub async fn set_operator_status(
                 .into_response(),
         ),
         Err(err @ (ConsoleError::Invalid(_) | ConsoleError::Conflict(_))) => {
+            operators_page(&rt, &op, Some(err), None, None).await
+        }
+        Err(other) => Err(other),
+    }
+}
+
+pub async fn reset_operator_totp(
+    State(rt): State<Arc<Runtime>>,
+    Path(operator_id): Path<String>,
+    FormPost(op, _): FormPost<serde_json::Value>,
+) -> Result<Response, ConsoleError> {
+    match actions::reset_operator_totp(&rt, &op, &operator_id).await {
+        Ok(()) => Ok(Redirect::to("/admin/operators?notice=operator_totp_reset").into_response()),
+        Err(err @ ConsoleError::Conflict(_)) => {
             operators_page(&rt, &op, Some(err), None, None).await
         }
         Err(other) => Err(other),

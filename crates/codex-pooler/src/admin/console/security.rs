@@ -1,6 +1,7 @@
 //! The signed-in operator's own security: `/admin/security` (second factor,
-//! password link, sessions), TOTP enrolment and removal, revoking sessions,
-//! the second sign-in step `/login/totp`, and the JSON twins under
+//! password link, sessions, API tokens), TOTP enrolment and removal, revoking
+//! sessions, creating and revoking the operator's own API tokens, the second
+//! sign-in step `/login/totp`, and the JSON twins under
 //! `/admin/api/security`. TOTP arithmetic lives in `domain::totp`, SQL in
 //! `store::security`; this module decides what may happen and says why not.
 //!
@@ -34,15 +35,16 @@ use super::session::{
     token_hash,
 };
 use super::views::{
-    Chrome, LoginPage, LoginTotpPage, RecoveryCodesPage, SecurityPage, SessionView, TotpSetupPage,
-    render,
+    Chrome, LoginPage, LoginTotpPage, RecoveryCodesPage, SecurityPage, SessionView,
+    TokenCreatedPage, TokenView, TotpSetupPage, render,
 };
+use crate::control;
 use crate::crypto::KEY_VERSION;
 use crate::domain::totp::{self, CodeCheck, PresentedCode};
 use crate::runtime::Runtime;
 use crate::store::{
-    AuditActor, LoginChallengeRow, NewSession, SealedSecret, SecondFactor, SecondFactorOutcome,
-    StoreError,
+    AuditActor, LoginChallengeRow, MAX_RECENT_SECOND_FACTOR_FAILURES, MAX_SECOND_FACTOR_ATTEMPTS,
+    NewSession, SealedSecret, SecondFactor, SecondFactorOutcome, StoreError,
 };
 use crate::time::{now_ms, now_secs};
 
@@ -79,6 +81,9 @@ fn notice(code: Option<&str>) -> Option<String> {
         "session_revoked" => "The session was signed out.",
         "sessions_revoked" => "Your other sessions were signed out.",
         "no_other_sessions" => "You had no other sessions; nothing was changed.",
+        "token_revoked" => {
+            "The API token was revoked; calls presenting it are refused from now on."
+        }
         _ => return None,
     };
     Some(text.to_owned())
@@ -90,6 +95,24 @@ async fn security_page(
     error: Option<ConsoleError>,
     notice_code: Option<&str>,
 ) -> Result<Response, ConsoleError> {
+    security_page_with_label(rt, op, error, notice_code, String::new()).await
+}
+
+/// The security page, with `token_label` kept in the new-token form.
+async fn security_page_with_label(
+    rt: &Runtime,
+    op: &Operator,
+    error: Option<ConsoleError>,
+    notice_code: Option<&str>,
+    token_label: String,
+) -> Result<Response, ConsoleError> {
+    let tokens: Vec<TokenView> = rt
+        .store
+        .list_operator_tokens(&op.id)
+        .await?
+        .iter()
+        .map(TokenView::from)
+        .collect();
     let status = rt.store.totp_status(&op.id).await?;
     let sessions: Vec<SessionView> = rt
         .store
@@ -107,6 +130,8 @@ async fn security_page(
             recovery_codes_left: status.recovery_codes_left,
             other_sessions: sessions.iter().filter(|s| !s.current).count(),
             sessions,
+            tokens,
+            token_label,
             error: error.map(|e| e.to_string()),
             notice: notice(notice_code),
         },
@@ -134,8 +159,21 @@ pub struct Empty {}
 /// earlier pending one), shown once as base32 and as an `otpauth://` URI.
 pub async fn setup_totp(
     State(rt): State<Arc<Runtime>>,
-    FormPost(op, Empty {}): FormPost<Empty>,
+    FormPost(op, form): FormPost<DisableForm>,
 ) -> Result<Response, ConsoleError> {
+    // A session left open must not be enough to put a second factor the
+    // operator does not hold on their account: the password is asked again.
+    let stored = rt
+        .store
+        .find_operator(&op.id)
+        .await?
+        .ok_or(ConsoleError::Unauthenticated)?;
+    if !verify_password(stored.password_hash, form.current_password.clone()).await {
+        let err = ConsoleError::Invalid(
+            "the current password is incorrect; two-factor sign-in was not set up".into(),
+        );
+        return security_page(&rt, &op, Some(err), None).await;
+    }
     let secret = totp::new_secret();
     let (ciphertext, nonce) = rt
         .secret_box
@@ -344,6 +382,63 @@ pub async fn revoke_other_sessions(
     Ok(Redirect::to(&format!("/admin/security?notice={code}#sessions")).into_response())
 }
 
+#[derive(Debug, Deserialize)]
+pub struct TokenForm {
+    #[serde(default)]
+    label: String,
+}
+
+/// Creates an API token for the signed-in operator (`operator_token.create`)
+/// and shows it once. A refused label shows the security page with the
+/// reason and writes nothing.
+pub async fn create_token(
+    State(rt): State<Arc<Runtime>>,
+    FormPost(op, form): FormPost<TokenForm>,
+) -> Result<Response, ConsoleError> {
+    match control::issue_operator_token(&rt.store, &op.actor(), &op.id, &form.label).await {
+        Ok(token) => Ok(render(
+            &TokenCreatedPage {
+                chrome: Chrome::for_operator(&op, "security"),
+                label: form.label.trim().to_owned(),
+                prefix: token.prefix,
+                raw_token: token.raw,
+            },
+            StatusCode::CREATED,
+        )),
+        Err(control::ControlError::InvalidInput(message)) => {
+            let err = ConsoleError::Invalid(message);
+            security_page_with_label(&rt, &op, Some(err), None, form.label).await
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Revokes one of the signed-in operator's own API tokens
+/// (`operator_token.revoke`).
+pub async fn revoke_token(
+    State(rt): State<Arc<Runtime>>,
+    Path(token_id): Path<String>,
+    FormPost(op, Empty {}): FormPost<Empty>,
+) -> Result<Response, ConsoleError> {
+    revoke_own_token(&rt, &op, &token_id).await?;
+    Ok(Redirect::to("/admin/security?notice=token_revoked#tokens").into_response())
+}
+
+async fn revoke_own_token(rt: &Runtime, op: &Operator, token_id: &str) -> Result<(), ConsoleError> {
+    match rt
+        .store
+        .revoke_operator_token(&op.actor(), &op.id, token_id)
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(StoreError::NotFound(_)) => Err(ConsoleError::NotFound(
+            "no API token of yours has this id; nothing was changed".into(),
+        )),
+        Err(StoreError::Refused(why)) => Err(ConsoleError::Conflict(why.to_owned())),
+        Err(other) => Err(other.into()),
+    }
+}
+
 /// `Set-Cookie` value carrying a sign-in challenge.
 fn login_cookie(raw: &str, headers: &HeaderMap) -> String {
     let secure = headers
@@ -368,6 +463,22 @@ pub(super) async fn begin_second_factor(
     parts: &Parts,
     operator_id: &str,
 ) -> Result<Response, ConsoleError> {
+    if rt.store.recent_second_factor_failures(operator_id).await?
+        >= MAX_RECENT_SECOND_FACTOR_FAILURES
+    {
+        return Ok(render(
+            &LoginPage {
+                chrome: Chrome::signed_out(),
+                email: String::new(),
+                error: Some(
+                    "Too many wrong two-factor codes for this account in the last 15 minutes. Wait, then sign in again."
+                        .into(),
+                ),
+                notice: None,
+            },
+            StatusCode::TOO_MANY_REQUESTS,
+        ));
+    }
     let (raw, hash) = new_token();
     let ip = client_ip(parts);
     let ua = user_agent(&parts.headers);
@@ -403,17 +514,31 @@ async fn presented_challenge(
         .map(|row| (hash, row)))
 }
 
-/// Counts a wrong code against the challenge: the page says how many
-/// attempts are left, and after the last one the password is asked again.
-async fn wrong_code(
+/// A challenge spent on wrong codes is audited (`auth.second_factor_failed`,
+/// outcome failed): a right password with wrong codes suggests the password
+/// is known to someone else. At most one event per five guesses.
+async fn record_spent_challenge(
     rt: &Runtime,
-    challenge_hash: &str,
-    refuse: impl Fn(&str) -> Response,
-    message: &str,
-) -> Result<Response, ConsoleError> {
-    let left = rt.store.record_wrong_second_factor(challenge_hash).await?;
+    parts: &Parts,
+    challenge: &LoginChallengeRow,
+) -> Result<(), ConsoleError> {
+    let actor = AuditActor {
+        kind: "operator",
+        id: Some(challenge.operator_id.clone()),
+        label: challenge.email.clone(),
+        ip: client_ip(parts),
+    };
+    rt.store
+        .record_second_factor_failure(&actor, MAX_SECOND_FACTOR_ATTEMPTS)
+        .await?;
+    Ok(())
+}
+
+/// Answers a wrong code: how many attempts are left on this challenge, or,
+/// after the last one, back to the password step.
+fn wrong_code(left: i64, refuse: impl Fn(&str) -> Response, message: &str) -> Response {
     if left == 0 {
-        return Ok((
+        return (
             [(header::SET_COOKIE, clear_login_cookie())],
             render(
                 &LoginPage {
@@ -427,10 +552,10 @@ async fn wrong_code(
                 StatusCode::UNAUTHORIZED,
             ),
         )
-            .into_response());
+            .into_response();
     }
     let plural = if left == 1 { "attempt" } else { "attempts" };
-    Ok(refuse(&format!("{message} ({left} {plural} left.)")))
+    refuse(&format!("{message} ({left} {plural} left.)"))
 }
 
 /// The sign-in page, for a challenge that is missing, expired or used.
@@ -499,6 +624,19 @@ pub async fn login_totp(
         )
     };
     let used_message = "That code was already used to sign in. Wait for your authenticator app to show the next code.";
+    // Every code tried takes an attempt first (a malformed entry is no guess).
+    let left = if matches!(totp::classify(&form.code), PresentedCode::Malformed) {
+        MAX_SECOND_FACTOR_ATTEMPTS
+    } else {
+        match rt
+            .store
+            .claim_second_factor_attempt(&challenge_hash)
+            .await?
+        {
+            Some(left) => left,
+            None => return Ok(challenge_gone()),
+        }
+    };
     let recovery_hash;
     let factor = match totp::classify(&form.code) {
         PresentedCode::Totp(code) => {
@@ -512,13 +650,14 @@ pub async fn login_totp(
                 CodeCheck::Valid(step) => SecondFactor::Totp { step },
                 CodeCheck::Reused => return Ok(refuse(used_message)),
                 CodeCheck::Wrong => {
-                    return wrong_code(
-                        &rt,
-                        &challenge_hash,
+                    if left == 0 {
+                        record_spent_challenge(&rt, &parts, &challenge).await?;
+                    }
+                    return Ok(wrong_code(
+                        left,
                         refuse,
                         "That code is not valid. Enter the code your authenticator app shows now (codes change every 30 seconds; check the device's clock), or a recovery code.",
-                    )
-                    .await;
+                    ));
                 }
             }
         }
@@ -538,13 +677,14 @@ pub async fn login_totp(
                     ));
                 }
                 None => {
-                    return wrong_code(
-                        &rt,
-                        &challenge_hash,
+                    if left == 0 {
+                        record_spent_challenge(&rt, &parts, &challenge).await?;
+                    }
+                    return Ok(wrong_code(
+                        left,
                         refuse,
                         "That is not one of your recovery codes.",
-                    )
-                    .await;
+                    ));
                 }
             }
         }
@@ -638,4 +778,62 @@ pub async fn api_revoke_session(
 ) -> Result<Response, ApiError> {
     revoke_own_session(&rt, &op, &session_id).await?;
     Ok(Json(json!({"session_id": session_id, "revoked": true})).into_response())
+}
+
+/// `GET /admin/api/security/tokens`: the caller's API tokens (never a hash
+/// or a raw token).
+pub async fn api_tokens(
+    State(rt): State<Arc<Runtime>>,
+    ApiOperator(op): ApiOperator,
+) -> Result<Response, ApiError> {
+    let tokens: Vec<serde_json::Value> = rt
+        .store
+        .list_operator_tokens(&op.id)
+        .await
+        .map_err(ConsoleError::from)?
+        .into_iter()
+        .map(|t| {
+            let status = if t.revoked_at.is_none() {
+                "active"
+            } else {
+                "revoked"
+            };
+            json!({"id": t.id, "label": t.label, "prefix": t.token_prefix,
+                   "created_at": t.created_at, "last_used_at": t.last_used_at,
+                   "revoked_at": t.revoked_at, "status": status})
+        })
+        .collect();
+    Ok(Json(json!({"tokens": tokens})).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenInput {
+    #[serde(default)]
+    label: String,
+}
+
+/// `POST /admin/api/security/tokens` `{label}`: 201 with the id, the raw
+/// token (this response is the only place it appears) and its prefix.
+pub async fn api_create_token(
+    State(rt): State<Arc<Runtime>>,
+    JsonPost(op, input): JsonPost<TokenInput>,
+) -> Result<Response, ApiError> {
+    let token = control::issue_operator_token(&rt.store, &op.actor(), &op.id, &input.label)
+        .await
+        .map_err(ConsoleError::from)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": token.id, "token": token.raw, "prefix": token.prefix})),
+    )
+        .into_response())
+}
+
+/// `POST /admin/api/security/tokens/{token_id}/revoke`.
+pub async fn api_revoke_token(
+    State(rt): State<Arc<Runtime>>,
+    Path(token_id): Path<String>,
+    JsonPost(op, _): JsonPost<serde_json::Value>,
+) -> Result<Response, ApiError> {
+    revoke_own_token(&rt, &op, &token_id).await?;
+    Ok(Json(json!({"token_id": token_id, "revoked": true})).into_response())
 }

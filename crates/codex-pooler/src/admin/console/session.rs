@@ -7,7 +7,8 @@
 //!   `csrf` form field, or the `X-CSRF-Token` header for JSON). The token is
 //!   derived from the session token, so nothing more is stored.
 //! * The JSON API also accepts an operator token (`Authorization: Bearer`),
-//!   which is not a browser credential and needs no CSRF check.
+//!   which is not a browser credential and needs no CSRF check. Tokens are
+//!   looked up on every call (no cache), so a revoked one stops at once.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use sha2::{Digest, Sha256};
 use super::ConsoleError;
 use crate::domain::keys::{OPERATOR_TOKEN_KIND, hashes_match, parse};
 use crate::runtime::Runtime;
-use crate::store::{AuditActor, PoolScope};
+use crate::store::{AuditActor, OperatorTokenRow, PoolScope};
 use crate::time::now_ms;
 
 /// Name of the session cookie.
@@ -35,8 +36,25 @@ pub const SESSION_TTL_MS: i64 = 14 * 24 * 3600 * 1000;
 pub const MAX_BODY_BYTES: usize = 512 * 1024;
 /// Where an operator with a temporary password chooses their own.
 pub const PASSWORD_PAGE: &str = "/admin/password";
-/// How often `last_seen_at` is written for a busy session.
+/// How often `last_seen_at` of a busy session, or `last_used_at` of a busy
+/// operator token, is written.
 const TOUCH_EVERY_MS: i64 = 60_000;
+
+/// Notes that an operator token authenticated a call: writes `last_used_at`
+/// when it was never set or is older than a minute, so a busy script costs
+/// one UPDATE a minute, not one per call. A failed write is logged and does
+/// not refuse the call.
+pub async fn note_token_use(rt: &Runtime, token: &OperatorTokenRow) {
+    if token
+        .last_used_at
+        .is_some_and(|at| now_ms() - at <= TOUCH_EVERY_MS)
+    {
+        return;
+    }
+    if let Err(err) = rt.store.touch_operator_token(&token.id).await {
+        tracing::warn!(error = %err, "could not note operator token use");
+    }
+}
 
 /// Why the JSON API refuses a session whose operator must still replace a
 /// temporary password (every `/admin/api/…` route but `GET /admin/api/me`).
@@ -252,6 +270,7 @@ async fn from_operator_token(rt: &Runtime, parts: &Parts) -> Result<Operator, Mi
         .ok()
         .flatten()
         .ok_or(Missing::Invalid)?;
+    note_token_use(rt, &token).await;
     Ok(Operator {
         id: operator.id,
         email: operator.email,
@@ -377,6 +396,12 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<Runtime>> for JsonPost<T> {
         let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES)
             .await
             .map_err(|_| ConsoleError::TooLarge.into_json())?;
+        // No body (as many clients send a DELETE) reads as an empty object.
+        let bytes = if bytes.iter().all(u8::is_ascii_whitespace) {
+            axum::body::Bytes::from_static(b"{}")
+        } else {
+            bytes
+        };
         let value = serde_json::from_slice(&bytes).map_err(|e| {
             ConsoleError::BadRequest(format!("body is not valid JSON for this route: {e}"))
                 .into_json()

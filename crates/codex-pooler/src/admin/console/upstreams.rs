@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
@@ -36,6 +36,26 @@ fn clean_label(label: &str) -> Result<&str, ConsoleError> {
         ));
     }
     Ok(label)
+}
+
+/// Refuses an admin a change that would also change the account for Pools
+/// they are not assigned to (its label and its tokens are shared).
+async fn require_whole_account(
+    rt: &Runtime,
+    op: &Operator,
+    identity_id: &str,
+    what: &str,
+) -> Result<(), ConsoleError> {
+    if rt
+        .store
+        .upstream_serves_pools_outside(op.scope(), identity_id)
+        .await?
+    {
+        return Err(ConsoleError::Forbidden(format!(
+            "this account also serves Pools you are not assigned to; only the owner can {what}"
+        )));
+    }
+    Ok(())
 }
 
 /// Adds an account that serves another of the operator's Pools to this one.
@@ -67,6 +87,11 @@ pub async fn rename_upstream(
 ) -> Result<(), ConsoleError> {
     let pool = visible_pool(rt, op, pool_id).await?;
     let label = clean_label(label)?;
+    rt.store
+        .find_pool_upstream(&pool.id, identity_id)
+        .await?
+        .ok_or_else(|| ConsoleError::NotFound("no account in this Pool".into()))?;
+    require_whole_account(rt, op, identity_id, "rename it").await?;
     rt.store
         .rename_pool_upstream(&op.actor(), &pool.id, identity_id, label)
         .await?;
@@ -208,6 +233,7 @@ pub async fn replace_credentials(
         ));
     }
     let mut parsed = control::parse_auth_json(auth_json, Some(&account.label))?;
+    require_whole_account(rt, op, identity_id, "replace its credentials").await?;
     if parsed.identity.chatgpt_account_id != account.chatgpt_account_id
         || parsed.identity.chatgpt_user_id.as_deref().unwrap_or("")
             != account.chatgpt_user_id.as_deref().unwrap_or("")
@@ -333,7 +359,7 @@ pub async fn poll_device_link(
     match polled {
         Ok(Poll::Pending) => Ok(LinkState::Pending(Box::new(flow))),
         Ok(Poll::Linked(parsed)) => {
-            let imported = control::import_tokens(
+            let imported = match control::import_tokens(
                 &rt.store,
                 &rt.secret_box,
                 &op.actor(),
@@ -341,7 +367,18 @@ pub async fn poll_device_link(
                 &parsed,
                 ImportVia::DeviceLink { flow_id: &flow.id },
             )
-            .await?;
+            .await
+            {
+                Ok(imported) => imported,
+                Err(err) => {
+                    // The code is spent upstream: the link cannot be retried.
+                    let err = ConsoleError::from(err);
+                    rt.store
+                        .end_link_flow(&op.actor(), &pool.id, &flow.id, "failed", "import_refused")
+                        .await?;
+                    return Err(err);
+                }
+            };
             rt.invalidate_caches();
             Ok(LinkState::Linked {
                 identity_id: imported.identity_id,
@@ -612,12 +649,20 @@ pub struct DeleteBody {
     confirm_label: String,
 }
 
+/// `DELETE …/upstreams/{id}`: the confirmation comes in the JSON body or,
+/// for clients that send no body with a DELETE, as `?confirm_label=`.
 pub async fn delete_json(
     State(rt): State<Arc<Runtime>>,
     Path((pool_id, identity_id)): Path<(String, String)>,
+    Query(query): Query<DeleteBody>,
     JsonPost(op, body): JsonPost<DeleteBody>,
 ) -> ApiResult {
-    let deleted = delete_upstream(&rt, &op, &pool_id, &identity_id, &body.confirm_label).await?;
+    let confirm = if body.confirm_label.is_empty() {
+        &query.confirm_label
+    } else {
+        &body.confirm_label
+    };
+    let deleted = delete_upstream(&rt, &op, &pool_id, &identity_id, confirm).await?;
     ok(
         StatusCode::OK,
         json!({"identity_id": identity_id, "removed_from_pool": true, "account_deleted": deleted}),

@@ -9,8 +9,8 @@ use axum::response::{Html, IntoResponse, Response};
 use super::actions::PoolHealth;
 use super::session::Operator;
 use crate::store::{
-    ApiKeySummary, AuditEventRow, OperatorSessionRow, OperatorSummary, PoolOverview,
-    PoolRoutingSettings, PoolRow, PoolUpstream, QuotaWindowRow,
+    ApiKeySummary, AuditEventRow, OperatorSessionRow, OperatorSummary, OperatorTokenSummary,
+    PoolOverview, PoolRoutingSettings, PoolRow, PoolUpstream, QuotaWindowRow,
 };
 
 /// What the layout needs: who is signed in, their CSRF token, the section.
@@ -203,6 +203,12 @@ pub struct Readiness {
     pub reason: String,
     /// Seconds until a quota cool-down ends.
     pub cooling_secs: Option<i64>,
+    /// Open circuit breakers: "gpt-5.5 (responses)" and seconds until a probe.
+    pub circuits: Vec<(String, i64)>,
+    /// Moved to the back of the ring after a recent failure.
+    pub demoted: bool,
+    /// "3m ago" since the last successful request on this instance.
+    pub last_success: Option<String>,
 }
 
 /// A short "how long ago" text.
@@ -266,8 +272,8 @@ impl UpstreamView {
                     },
                     used_percent: w.used_percent.clamp(0.0, 100.0).round() as u32,
                     used: format!("{:.0}%", w.used_percent),
-                    resets_in_secs: w.reset_at.map(|r| (r - now_secs).max(0)),
-                    resets: opt_time(w.reset_at.map(|r| r * 1000)),
+                    resets_in_secs: w.reset_at.map(|r| r.saturating_sub(now_secs).max(0)),
+                    resets: opt_time(w.reset_at.map(|r| r.saturating_mul(1000))),
                     observed: format_time(w.observed_at),
                     freshness: ago(now_ms - w.observed_at),
                     stale: now_ms - w.observed_at > 15 * 60 * 1000,
@@ -349,6 +355,7 @@ pub struct OperatorView {
     pub status: String,
     pub active: bool,
     pub must_change_password: bool,
+    pub totp_enabled: bool,
     pub pools: String,
     pub created: String,
 }
@@ -362,6 +369,7 @@ impl From<&OperatorSummary> for OperatorView {
             status: o.status.clone(),
             active: o.status == "active",
             must_change_password: o.must_change_password,
+            totp_enabled: o.totp_enabled,
             pools: if o.role == "owner" {
                 "all Pools".into()
             } else if o.pools.is_empty() {
@@ -535,7 +543,33 @@ impl SessionView {
     }
 }
 
-/// The operator's own security settings: second factor, password, sessions.
+/// One of the operator's API tokens, formatted (never the hash).
+#[derive(Debug, Clone)]
+pub struct TokenView {
+    pub id: String,
+    pub label: String,
+    pub prefix: String,
+    pub created: String,
+    /// `never` until the token authenticated a call.
+    pub last_used: String,
+    pub active: bool,
+}
+
+impl From<&OperatorTokenSummary> for TokenView {
+    fn from(t: &OperatorTokenSummary) -> Self {
+        TokenView {
+            id: t.id.clone(),
+            label: t.label.clone(),
+            prefix: t.token_prefix.clone(),
+            created: format_time(t.created_at),
+            last_used: t.last_used_at.map_or_else(|| "never".into(), format_time),
+            active: t.revoked_at.is_none(),
+        }
+    }
+}
+
+/// The operator's own security settings: second factor, password, sessions,
+/// API tokens.
 #[derive(Template)]
 #[template(path = "security.html")]
 pub struct SecurityPage {
@@ -546,8 +580,21 @@ pub struct SecurityPage {
     pub sessions: Vec<SessionView>,
     /// Live sessions other than the current one.
     pub other_sessions: usize,
+    pub tokens: Vec<TokenView>,
+    /// The label typed into the new-token form, kept after a refusal.
+    pub token_label: String,
     pub error: Option<String>,
     pub notice: Option<String>,
+}
+
+/// A just-created API token, shown once.
+#[derive(Template)]
+#[template(path = "operator_token_created.html")]
+pub struct TokenCreatedPage {
+    pub chrome: Chrome,
+    pub label: String,
+    pub prefix: String,
+    pub raw_token: String,
 }
 
 /// A pending TOTP secret to add to an authenticator app.
