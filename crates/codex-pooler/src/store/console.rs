@@ -104,7 +104,18 @@ pub struct ApiKeySummary {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub created_at: i64,
+    /// JSON list of allowed models, if restricted.
+    pub allowed_models: Option<String>,
+    pub enforced_model: Option<String>,
+    #[sqlx(flatten)]
+    pub policy: super::KeyPolicy,
 }
+
+/// The columns of [`ApiKeySummary`].
+const API_KEY_SUMMARY_COLUMNS: &str = "id, pool_id, display_name, key_prefix, status, expires_at, last_used_at, created_at,
+    allowed_models, enforced_model, enforced_reasoning_effort, maximum_reasoning_effort, enforced_service_tier,
+    max_requests_per_minute, max_tokens_per_day, max_tokens_per_week, max_input_tokens_per_request,
+    max_output_tokens_per_request, max_spend_micros_per_day, max_spend_micros_per_week, max_spend_micros_per_month";
 
 /// One audit event as shown to operators.
 #[derive(Debug, Clone, FromRow, Serialize)]
@@ -462,10 +473,11 @@ impl Store {
 
     /// A Pool's API keys, newest first.
     pub async fn list_pool_api_keys(&self, pool_id: &str) -> StoreResult<Vec<ApiKeySummary>> {
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, ApiKeySummary>(
-            "SELECT id, pool_id, display_name, key_prefix, status, expires_at, last_used_at, created_at
-             FROM api_keys WHERE pool_id = $1 ORDER BY created_at DESC, id DESC")
-            .bind(pool_id).fetch_all(pool).await)?)
+        Ok(
+            with_pool!(self, pool => sqlx::query_as::<_, ApiKeySummary>(sqlx::AssertSqlSafe(format!(
+            "SELECT {API_KEY_SUMMARY_COLUMNS} FROM api_keys WHERE pool_id = $1 ORDER BY created_at DESC, id DESC")))
+            .bind(pool_id).fetch_all(pool).await)?,
+        )
     }
 
     /// Pauses (`paused`) or reactivates (`active`) an account assigned to
@@ -730,10 +742,11 @@ impl Store {
         pool_id: &str,
         key_id: &str,
     ) -> StoreResult<Option<ApiKeySummary>> {
-        Ok(with_pool!(self, pool => sqlx::query_as::<_, ApiKeySummary>(
-            "SELECT id, pool_id, display_name, key_prefix, status, expires_at, last_used_at, created_at
-             FROM api_keys WHERE id = $1 AND pool_id = $2")
-            .bind(key_id).bind(pool_id).fetch_optional(pool).await)?)
+        Ok(
+            with_pool!(self, pool => sqlx::query_as::<_, ApiKeySummary>(sqlx::AssertSqlSafe(format!(
+            "SELECT {API_KEY_SUMMARY_COLUMNS} FROM api_keys WHERE id = $1 AND pool_id = $2")))
+            .bind(key_id).bind(pool_id).fetch_optional(pool).await)?,
+        )
     }
 
     /// Gives an unrevoked key of `pool_id` a new prefix and secret hash

@@ -51,11 +51,15 @@ pub struct AuditEntry<'a> {
 }
 
 macro_rules! insert_audit {
-    ($tx:expr, $entry:expr) => {{
+    ($tx:expr, $entry:expr) => {
+        insert_audit!($tx, $entry, "succeeded")
+    };
+    ($tx:expr, $entry:expr, $outcome:expr) => {{
         let e = $entry;
+        let outcome: &str = $outcome;
         sqlx::query(
             "INSERT INTO audit_events (id, occurred_at, actor_kind, actor_id, actor_label, action, target_kind, target_id, pool_id, outcome, ip, details)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'succeeded', $10, $11)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
         )
         .bind(new_id())
         .bind(now_ms())
@@ -66,6 +70,7 @@ macro_rules! insert_audit {
         .bind(e.target_kind)
         .bind(e.target_id)
         .bind(e.pool_id)
+        .bind(outcome)
         .bind(e.actor.ip.as_deref())
         .bind(e.details.to_string())
         .execute(&mut *$tx)

@@ -325,13 +325,13 @@ impl Store {
         attempts: i64,
     ) -> StoreResult<()> {
         with_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO audit_events (id, occurred_at, actor_kind, actor_id, actor_label, action, target_kind, target_id, pool_id, outcome, ip, details)
-                 VALUES ($1, $2, $3, $4, $5, 'auth.second_factor_failed', 'operator', $4, NULL, 'failed', $6, $7)")
-                .bind(new_id()).bind(now_ms()).bind(actor.kind).bind(actor.id.as_deref()).bind(&actor.label)
-                .bind(actor.ip.as_deref())
-                .bind(serde_json::json!({"wrong_codes": attempts}).to_string())
-                .execute(pool).await?;
+            let mut tx = pool.begin().await?;
+            insert_audit!(tx, AuditEntry {
+                actor, action: "auth.second_factor_failed", target_kind: "operator",
+                target_id: actor.id.as_deref(), pool_id: None,
+                details: serde_json::json!({"wrong_codes": attempts}),
+            }, "failed");
+            tx.commit().await?;
             Ok(())
         })
     }

@@ -248,12 +248,12 @@ impl Store {
             RefreshOutcome::Failed => "failed",
         };
         with_pool!(self, pool => {
-            sqlx::query(
-                "INSERT INTO audit_events (id, occurred_at, actor_kind, actor_id, actor_label, action, target_kind, target_id, pool_id, outcome, ip, details)
-                 VALUES ($1, $2, $3, $4, $5, 'upstream_account.refresh', 'upstream_identity', $6, $7, $8, $9, $10)")
-                .bind(new_id()).bind(now_ms()).bind(actor.kind).bind(actor.id.as_deref()).bind(&actor.label)
-                .bind(identity_id).bind(pool_id).bind(outcome).bind(actor.ip.as_deref()).bind(details.to_string())
-                .execute(pool).await?;
+            let mut tx = pool.begin().await?;
+            insert_audit!(tx, AuditEntry {
+                actor, action: "upstream_account.refresh", target_kind: "upstream_identity",
+                target_id: Some(identity_id), pool_id: Some(pool_id), details,
+            }, outcome);
+            tx.commit().await?;
             Ok(())
         })
     }
@@ -327,13 +327,11 @@ impl Store {
                 return Err(StoreError::Refused("this device-code link was already completed or has ended"));
             }
             if status == "failed" {
-                sqlx::query(
-                    "INSERT INTO audit_events (id, occurred_at, actor_kind, actor_id, actor_label, action, target_kind, target_id, pool_id, outcome, ip, details)
-                     VALUES ($1, $2, $3, $4, $5, 'upstream_account.oauth_device_link', 'upstream_link_flow', $6, $7, 'failed', $8, $9)")
-                    .bind(new_id()).bind(now_ms()).bind(actor.kind).bind(actor.id.as_deref()).bind(&actor.label)
-                    .bind(flow_id).bind(pool_id).bind(actor.ip.as_deref())
-                    .bind(serde_json::json!({"error_code": error_code}).to_string())
-                    .execute(&mut *tx).await?;
+                insert_audit!(tx, AuditEntry {
+                    actor, action: "upstream_account.oauth_device_link", target_kind: "upstream_link_flow",
+                    target_id: Some(flow_id), pool_id: Some(pool_id),
+                    details: serde_json::json!({"error_code": error_code}),
+                }, "failed");
             }
             tx.commit().await?;
             Ok(())

@@ -740,6 +740,12 @@ async fn key_wizard(backend: Backend) {
     assert_eq!(policy.max_tokens_per_day, Some(50_000));
     assert_eq!(policy.max_spend_micros_per_month, Some(25_500_000));
     assert!(key_row.expires_at.is_some());
+    let page = b.get(&format!("/admin/pools/{pool}")).await;
+    assert!(
+        page.body
+            .contains("2 models · effort ≤ high · 120 req/min · 50.0k tok/day · $25.50/month"),
+        "the key table sums up the policy"
+    );
 
     // The policy is in force: a model outside the list and an effort above
     // the ceiling are refused; an allowed request passes.

@@ -293,6 +293,54 @@ pub struct KeyView {
     pub last_used: String,
     pub created: String,
     pub expires: String,
+    /// The key's models, enforcement and limits in a few words ("" = none).
+    pub policy: String,
+}
+
+/// A key's restrictions in a few words, e.g. "2 models · effort ≤ high ·
+/// 60 req/min · $20.00/month".
+pub fn policy_summary(k: &ApiKeySummary) -> String {
+    let p = &k.policy;
+    let mut parts: Vec<String> = Vec::new();
+    if let Some(m) = &k.enforced_model {
+        parts.push(format!("model {m}"));
+    } else if let Some(list) = k
+        .allowed_models
+        .as_deref()
+        .and_then(|j| serde_json::from_str::<Vec<String>>(j).ok())
+    {
+        parts.push(match list.as_slice() {
+            [one] => one.clone(),
+            many => format!("{} models", many.len()),
+        });
+    }
+    if let Some(e) = &p.enforced_reasoning_effort {
+        parts.push(format!("effort {e}"));
+    } else if let Some(e) = &p.maximum_reasoning_effort {
+        parts.push(format!("effort ≤ {e}"));
+    }
+    if let Some(t) = &p.enforced_service_tier {
+        parts.push(format!("tier {t}"));
+    }
+    let count = |v: Option<i64>, unit: &str| v.map(|n| format!("{} {unit}", compact(n)));
+    let usd = |v: Option<i64>, unit: &str| {
+        v.map(|m| format!("${}.{:02}/{unit}", m / 1_000_000, (m % 1_000_000) / 10_000))
+    };
+    parts.extend(
+        [
+            count(p.max_requests_per_minute, "req/min"),
+            count(p.max_tokens_per_day, "tok/day"),
+            count(p.max_tokens_per_week, "tok/week"),
+            count(p.max_input_tokens_per_request, "in/req"),
+            count(p.max_output_tokens_per_request, "out/req"),
+            usd(p.max_spend_micros_per_day, "day"),
+            usd(p.max_spend_micros_per_week, "week"),
+            usd(p.max_spend_micros_per_month, "month"),
+        ]
+        .into_iter()
+        .flatten(),
+    );
+    parts.join(" · ")
 }
 
 impl From<&ApiKeySummary> for KeyView {
@@ -311,6 +359,7 @@ impl From<&ApiKeySummary> for KeyView {
                 .expires_at
                 .map(format_time)
                 .unwrap_or_else(|| "never".into()),
+            policy: policy_summary(k),
         }
     }
 }
