@@ -355,15 +355,6 @@ impl Store {
         let now = now_ms();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let status: Option<(String,)> = sqlx::query_as("SELECT status FROM pools WHERE id = $1")
-                .bind(pool_id).fetch_optional(&mut *tx).await?;
-            match status {
-                None => return Err(StoreError::NotFound("Pool")),
-                Some((s,)) if s == "archived" => {
-                    return Err(StoreError::Refused("this Pool is archived: it takes no new accounts or keys"));
-                }
-                Some(_) => {}
-            }
             let existing: Option<(String,)> = sqlx::query_as(
                 "SELECT id FROM upstream_identities WHERE chatgpt_account_id = $1 AND COALESCE(chatgpt_user_id, '') = COALESCE($2, '')")
                 .bind(&identity.chatgpt_account_id).bind(identity.chatgpt_user_id.as_deref())
@@ -395,6 +386,16 @@ impl Store {
                     .bind(identity.auth_base_url.as_deref()).bind(&sealed.ciphertext).bind(&sealed.nonce)
                     .bind(sealed.key_version).bind(identity.access_token_expires_at).bind(now)
                     .execute(&mut *tx).await?;
+            }
+            // After the identity's write (see `create_api_key`).
+            let status: Option<(String,)> = sqlx::query_as("SELECT status FROM pools WHERE id = $1")
+                .bind(pool_id).fetch_optional(&mut *tx).await?;
+            match status {
+                None => return Err(StoreError::NotFound("Pool")),
+                Some((s,)) if s == "archived" => {
+                    return Err(StoreError::Refused("this Pool is archived: it takes no new accounts or keys"));
+                }
+                Some(_) => {}
             }
             let assignment: Option<(String,)> = sqlx::query_as(
                 "SELECT id FROM pool_assignments WHERE pool_id = $1 AND identity_id = $2")
@@ -448,15 +449,6 @@ impl Store {
         let p = &key.policy;
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let status: Option<(String,)> = sqlx::query_as("SELECT status FROM pools WHERE id = $1")
-                .bind(&key.pool_id).fetch_optional(&mut *tx).await?;
-            match status {
-                None => return Err(StoreError::NotFound("Pool")),
-                Some((s,)) if s == "archived" => {
-                    return Err(StoreError::Refused("this Pool is archived: it takes no new accounts or keys"));
-                }
-                Some(_) => {}
-            }
             sqlx::query(
                 "INSERT INTO api_keys (id, pool_id, display_name, key_prefix, key_hash, status, expires_at, allowed_models, enforced_model,
                     enforced_reasoning_effort, maximum_reasoning_effort, enforced_service_tier,
@@ -473,6 +465,17 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx).await
                 .map_err(|e| StoreError::from_insert(e, "API key"))?;
+            // Checked after the insert: on SQLite a transaction that reads
+            // first cannot always upgrade to a write (SQLITE_BUSY_SNAPSHOT).
+            let status: Option<(String,)> = sqlx::query_as("SELECT status FROM pools WHERE id = $1")
+                .bind(&key.pool_id).fetch_optional(&mut *tx).await?;
+            match status {
+                None => return Err(StoreError::NotFound("Pool")),
+                Some((s,)) if s == "archived" => {
+                    return Err(StoreError::Refused("this Pool is archived: it takes no new accounts or keys"));
+                }
+                Some(_) => {}
+            }
             let mut fields = vec!["display_name", "expires_at", "allowed_models", "enforced_model"];
             if p != &super::KeyPolicy::default() {
                 fields.push("policy");

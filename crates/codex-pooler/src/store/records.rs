@@ -655,6 +655,10 @@ macro_rules! apply_event {
     };
 }
 
+/// Rows per multi-row statement (38 parameters a request row: well under
+/// SQLite's 32,766 and PostgreSQL's 65,535 bound parameters).
+const BULK_ROWS: usize = 256;
+
 /// One database write after coalescing a batch: a request admitted and
 /// finished within the same batch becomes one insert of the final row, an
 /// attempt started and ended within it one insert of the final attempt.
@@ -811,6 +815,201 @@ macro_rules! apply_op {
     };
 }
 
+/// Requests admitted and (possibly) finished within one batch, written as
+/// multi-row inserts: one statement per table per batch instead of one per
+/// request. Evaluates to the ids actually inserted (a retried batch finds
+/// its rows already there and skips their ledger entries and rollups).
+macro_rules! bulk_insert_requests {
+    ($tx:expr, $items:expr, $instance:expr) => {{
+        let items: &[(&NewRequest, Option<&NewAttempt>, Option<&RequestEnd>)] = $items;
+        let mut inserted: std::collections::HashSet<String> = std::collections::HashSet::new();
+        if !items.is_empty() {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO requests (id, correlation_id, pool_id, api_key_id, api_key_prefix, api_key_label, endpoint, transport,
+                    status, usage_status, requested_model, reasoning_effort, service_tier, admitted_at, completed_at,
+                    response_status_code, last_error_code, client_request_id, user_agent, request_metadata, estimated_cost_micros,
+                    upstream_identity_id, upstream_account_label, upstream_account_email, upstream_account_plan,
+                    retry_count, routing_ms, upstream_ms, first_byte_ms, total_ms, input_tokens, cached_input_tokens,
+                    output_tokens, reasoning_tokens, total_tokens, settled_cost_micros, pricing_status, instance_id) ",
+            );
+            qb.push_values(items.iter(), |mut b, (r, attempt, end)| {
+                let s = end.map(|e| &e.settlement);
+                b.push_bind(r.id.as_str())
+                    .push_bind(r.correlation_id.as_str())
+                    .push_bind(r.pool_id.as_str())
+                    .push_bind(r.api_key_id.as_deref())
+                    .push_bind(r.api_key_prefix.as_deref())
+                    .push_bind(r.api_key_label.as_deref())
+                    .push_bind(r.endpoint.as_str())
+                    .push_bind(r.transport.as_str())
+                    .push_bind(end.map_or(r.status.as_str(), |e| e.status))
+                    .push_bind(s.map_or(r.usage_status.as_str(), |s| s.usage_status))
+                    .push_bind(r.requested_model.as_str())
+                    .push_bind(r.reasoning_effort.as_deref())
+                    .push_bind(r.service_tier.as_deref())
+                    .push_bind(r.admitted_at)
+                    .push_bind(end.map(|e| e.completed_at).or(r.completed_at))
+                    .push_bind(end.and_then(|e| e.response_status_code).or(r.response_status_code))
+                    .push_bind(end.and_then(|e| e.last_error_code.as_deref()).or(r.last_error_code.as_deref()))
+                    .push_bind(r.client_request_id.as_deref())
+                    .push_bind(r.user_agent.as_deref())
+                    .push_bind(r.request_metadata.as_str())
+                    .push_bind(r.estimated_cost_micros)
+                    .push_bind(attempt.map(|a| a.identity_id.as_str()))
+                    .push_bind(attempt.map(|a| a.identity_label.as_str()))
+                    .push_bind(attempt.and_then(|a| a.identity_email.as_deref()))
+                    .push_bind(attempt.and_then(|a| a.identity_plan.as_deref()))
+                    .push_bind(end.map_or(0, |e| e.retry_count))
+                    .push_bind(end.and_then(|e| e.routing_ms))
+                    .push_bind(end.and_then(|e| e.upstream_ms))
+                    .push_bind(end.and_then(|e| e.first_byte_ms))
+                    .push_bind(end.map(|e| e.total_ms))
+                    .push_bind(s.and_then(|s| s.input_tokens))
+                    .push_bind(s.and_then(|s| s.cached_input_tokens))
+                    .push_bind(s.and_then(|s| s.output_tokens))
+                    .push_bind(s.and_then(|s| s.reasoning_tokens))
+                    .push_bind(s.and_then(|s| s.total_tokens))
+                    .push_bind(s.and_then(|s| s.settled_cost_micros))
+                    .push_bind(s.and_then(|s| s.pricing_status.as_deref()))
+                    .push_bind($instance);
+            });
+            qb.push(" ON CONFLICT (id) DO NOTHING RETURNING id");
+            let rows: Vec<(String,)> = qb
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&mut *$tx)
+                .await?;
+            inserted.extend(rows.into_iter().map(|(id,)| id));
+            // Their reservation ledger entries, in one statement too.
+            let reserved: Vec<&NewRequest> = items
+                .iter()
+                .map(|(r, _, _)| *r)
+                .filter(|r| r.estimated_tokens.is_some() && inserted.contains(&r.id))
+                .collect();
+            if !reserved.is_empty() {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO ledger_entries (id, request_id, entry_kind, source_event_id, usage_status, estimated_tokens,
+                        estimated_cost_micros, occurred_at) ",
+                );
+                qb.push_values(reserved.iter(), |mut b, r| {
+                    b.push_bind(crate::time::new_id())
+                        .push_bind(r.id.as_str())
+                        .push_bind("reservation")
+                        .push_bind(format!("request:{}:reservation", r.id))
+                        .push_bind("usage_pending")
+                        .push_bind(r.estimated_tokens)
+                        .push_bind(r.estimated_cost_micros)
+                        .push_bind(r.admitted_at);
+                });
+                qb.push(" ON CONFLICT (source_event_id) DO NOTHING");
+                qb.build().persistent(false).execute(&mut *$tx).await?;
+            }
+        }
+        inserted
+    }};
+}
+
+/// Attempts started and ended within one batch, as one multi-row insert.
+macro_rules! bulk_insert_attempts {
+    ($tx:expr, $items:expr) => {{
+        let items: &[(&NewAttempt, &AttemptEnd)] = $items;
+        if !items.is_empty() {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO attempts (id, request_id, attempt_number, assignment_id, identity_id, status, started_at,
+                    upstream_status_code, retryable, error_code, error_message, upstream_request_id, completed_at, latency_ms) ",
+            );
+            qb.push_values(items.iter(), |mut b, (a, e)| {
+                b.push_bind(a.id.as_str())
+                    .push_bind(a.request_id.as_str())
+                    .push_bind(a.attempt_number)
+                    .push_bind(a.assignment_id.as_str())
+                    .push_bind(a.identity_id.as_str())
+                    .push_bind(e.status)
+                    .push_bind(a.started_at)
+                    .push_bind(e.upstream_status_code)
+                    .push_bind(e.retryable)
+                    .push_bind(e.error_code.as_deref())
+                    .push_bind(e.error_message.as_deref())
+                    .push_bind(e.upstream_request_id.as_deref())
+                    .push_bind(e.completed_at)
+                    .push_bind(e.latency_ms);
+            });
+            qb.push(" ON CONFLICT (id) DO NOTHING");
+            qb.build().persistent(false).execute(&mut *$tx).await?;
+        }
+    }};
+}
+
+/// Settlements of requests admitted in the same batch whose keys hold no
+/// windowed reservation: the settlement entries in one statement, then the
+/// releases of those that ended without usage (copying the reservation's
+/// estimate, which is the row's own). Evaluates to the request ids settled
+/// now (the others were settled by an earlier attempt at this batch).
+macro_rules! bulk_settle {
+    ($tx:expr, $items:expr) => {{
+        let items: &[(&RequestEnd, &NewRequest)] = $items;
+        let mut settled: std::collections::HashSet<String> = std::collections::HashSet::new();
+        if !items.is_empty() {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO ledger_entries (id, request_id, entry_kind, source_event_id, usage_status, input_tokens,
+                    cached_input_tokens, output_tokens, reasoning_tokens, total_tokens, settled_cost_micros,
+                    pricing_status, pricing_version, occurred_at) ",
+            );
+            qb.push_values(items.iter(), |mut b, (e, _)| {
+                let s = &e.settlement;
+                b.push_bind(crate::time::new_id())
+                    .push_bind(e.request_id.as_str())
+                    .push_bind("settlement")
+                    .push_bind(format!("request:{}:settlement", e.request_id))
+                    .push_bind(s.usage_status)
+                    .push_bind(s.input_tokens)
+                    .push_bind(s.cached_input_tokens)
+                    .push_bind(s.output_tokens)
+                    .push_bind(s.reasoning_tokens)
+                    .push_bind(s.total_tokens)
+                    .push_bind(s.settled_cost_micros)
+                    .push_bind(s.pricing_status.as_deref())
+                    .push_bind(s.pricing_version)
+                    .push_bind(e.completed_at);
+            });
+            qb.push(" ON CONFLICT (source_event_id) DO NOTHING RETURNING request_id");
+            let rows: Vec<(String,)> = qb
+                .build_query_as()
+                .persistent(false)
+                .fetch_all(&mut *$tx)
+                .await?;
+            settled.extend(rows.into_iter().map(|(id,)| id));
+            let released: Vec<&(&RequestEnd, &NewRequest)> = items
+                .iter()
+                .filter(|(e, r)| {
+                    settled.contains(&e.request_id)
+                        && e.settlement.usage_status != "usage_known"
+                        && r.estimated_tokens.is_some()
+                })
+                .collect();
+            if !released.is_empty() {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO ledger_entries (id, request_id, entry_kind, source_event_id, usage_status, estimated_tokens,
+                        estimated_cost_micros, occurred_at) ",
+                );
+                qb.push_values(released.iter(), |mut b, (e, r)| {
+                    b.push_bind(crate::time::new_id())
+                        .push_bind(e.request_id.as_str())
+                        .push_bind("release")
+                        .push_bind(format!("request:{}:release", e.request_id))
+                        .push_bind(e.settlement.usage_status)
+                        .push_bind(r.estimated_tokens)
+                        .push_bind(r.estimated_cost_micros)
+                        .push_bind(e.completed_at);
+                });
+                qb.push(" ON CONFLICT (source_event_id) DO NOTHING");
+                qb.build().persistent(false).execute(&mut *$tx).await?;
+            }
+        }
+        settled
+    }};
+}
+
 impl Store {
     /// Writes a batch of record events in one transaction, in order, coalescing
     /// the lifecycle of requests that start and finish within the batch.
@@ -821,9 +1020,50 @@ impl Store {
     ) -> StoreResult<()> {
         let ops = coalesce(events);
         let mut rollups = BatchRollups::default();
+        // Requests, attempts and settlements that begin and end in this batch
+        // go in multi-row statements (requests first: the others refer to
+        // them); everything else in order, one statement each.
+        let mut new_requests = Vec::new();
+        let mut new_attempts = Vec::new();
+        let mut settlements = Vec::new();
+        let mut one_by_one = Vec::new();
+        for op in &ops {
+            match op {
+                WriteOp::InsertRequest { row, attempt, end } => {
+                    new_requests.push((*row, *attempt, *end));
+                }
+                WriteOp::InsertAttempt { start, end } => new_attempts.push((*start, *end)),
+                WriteOp::Ledger { end, row, attempt } if !row.window_reserved => {
+                    settlements.push((*end, *row, *attempt));
+                }
+                other => one_by_one.push(other),
+            }
+        }
+        let settle_items: Vec<(&RequestEnd, &NewRequest)> =
+            settlements.iter().map(|(e, r, _)| (*e, *r)).collect();
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            for op in &ops {
+            for chunk in new_requests.chunks(BULK_ROWS) {
+                let inserted = bulk_insert_requests!(tx, chunk, instance_id);
+                for (row, _, end) in chunk {
+                    if end.is_none() && is_terminal(&row.status) && inserted.contains(&row.id) {
+                        // Rejected outright; an ended request is added by its settlement.
+                        rollups.add(row, None, None);
+                    }
+                }
+            }
+            for chunk in new_attempts.chunks(BULK_ROWS) {
+                bulk_insert_attempts!(tx, chunk);
+            }
+            for (chunk, items) in settlements.chunks(BULK_ROWS).zip(settle_items.chunks(BULK_ROWS)) {
+                let settled = bulk_settle!(tx, items);
+                for (end, row, attempt) in chunk {
+                    if settled.contains(&end.request_id) {
+                        rollups.add(row, *attempt, Some(*end));
+                    }
+                }
+            }
+            for op in one_by_one {
                 apply_op!(tx, op, instance_id, rollups);
             }
             for ((pool_id, model, hour_start), m) in &rollups.hourly {

@@ -130,6 +130,9 @@ impl Store {
         );
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            let added = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(scope.operator()).bind(pool_id).bind(&assignment_id).bind(now_ms()).bind(identity_id)
+                .execute(&mut *tx).await?.rows_affected();
             let status: Option<(String,)> = sqlx::query_as("SELECT status FROM pools WHERE id = $1")
                 .bind(pool_id).fetch_optional(&mut *tx).await?;
             match status {
@@ -139,9 +142,6 @@ impl Store {
                 }
                 Some(_) => {}
             }
-            let added = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(scope.operator()).bind(pool_id).bind(&assignment_id).bind(now_ms()).bind(identity_id)
-                .execute(&mut *tx).await?.rows_affected();
             if added != 1 {
                 return Err(StoreError::NotFound("account you can add to this Pool"));
             }
