@@ -896,6 +896,53 @@ impl Store {
         })
     }
 
+    /// Replaces an admin's assigned Pools (`operator.update`, listing the
+    /// Pools added and removed). Returns (added, removed); an unknown Pool id
+    /// refuses the whole change, and an owner has no assignments to change.
+    pub async fn set_operator_pools(
+        &self,
+        actor: &AuditActor,
+        operator_id: &str,
+        pool_ids: &[String],
+    ) -> StoreResult<(Vec<String>, Vec<String>)> {
+        let now = now_ms();
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let touched = sqlx::query(
+                "UPDATE operators SET updated_at = $2 WHERE id = $1 AND role = 'admin'")
+                .bind(operator_id).bind(now).execute(&mut *tx).await?.rows_affected();
+            if touched != 1 {
+                return Err(StoreError::NotFound("admin"));
+            }
+            let current: Vec<(String,)> = sqlx::query_as(
+                "SELECT pool_id FROM operator_pools WHERE operator_id = $1")
+                .bind(operator_id).fetch_all(&mut *tx).await?;
+            let current: Vec<String> = current.into_iter().map(|(p,)| p).collect();
+            let added: Vec<String> = pool_ids.iter().filter(|p| !current.contains(p)).cloned().collect();
+            let removed: Vec<String> = current.iter().filter(|p| !pool_ids.contains(p)).cloned().collect();
+            for pool_id in &added {
+                let inserted = sqlx::query(
+                    "INSERT INTO operator_pools (operator_id, pool_id, created_at)
+                     SELECT $1, p.id, $3 FROM pools p WHERE p.id = $2")
+                    .bind(operator_id).bind(pool_id).bind(now)
+                    .execute(&mut *tx).await?.rows_affected();
+                if inserted != 1 {
+                    return Err(StoreError::NotFound("Pool"));
+                }
+            }
+            for pool_id in &removed {
+                sqlx::query("DELETE FROM operator_pools WHERE operator_id = $1 AND pool_id = $2")
+                    .bind(operator_id).bind(pool_id).execute(&mut *tx).await?;
+            }
+            insert_audit!(tx, AuditEntry {
+                actor, action: "operator.update", target_kind: "operator", target_id: Some(operator_id), pool_id: None,
+                details: serde_json::json!({"fields": ["pools"], "pools_added": added, "pools_removed": removed}),
+            });
+            tx.commit().await?;
+            Ok((added, removed))
+        })
+    }
+
     /// Deactivates (`deactivated`) or reactivates (`active`) an operator
     /// (`operator.deactivate` / `operator.reactivate`). Deactivation revokes
     /// their sessions in the same transaction, and is refused for the last

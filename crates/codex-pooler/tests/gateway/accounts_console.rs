@@ -911,3 +911,97 @@ on_both_backends!(
     readiness_shows_circuits_and_last_success,
     readiness_shows_routing_health
 );
+
+/// The owner changes an admin's Pools after creation; the admin's open
+/// session sees the new scope on its next request.
+async fn operator_pools_edit(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let store = &h.app.runtime.store;
+    let cli = AuditActor::cli();
+    let other = store
+        .create_pool(&cli, "moved", "Moved Pool")
+        .await
+        .expect("pool");
+    let admin_id = control::create_operator(
+        store,
+        &cli,
+        "mover@example.test",
+        "mover-password-1",
+        "admin",
+    )
+    .await
+    .expect("admin");
+    store
+        .assign_operator_pool(&cli, &admin_id, &h.info.pool_id)
+        .await
+        .expect("assign");
+    let a = Browser::login(&h, "mover@example.test", "mover-password-1").await;
+    let page = a.get("/admin/pools").await;
+    assert!(page.body.contains("Demo Pool") && !page.body.contains("Moved Pool"));
+
+    let owner = Browser::login(&h, &h.info.admin_email, &h.info.admin_password).await;
+    let page = owner.get("/admin/operators").await;
+    assert!(
+        page.body
+            .contains(&format!("action=\"/admin/operators/{admin_id}/pools\""))
+    );
+    let before = audit_total(&h).await;
+    let page = owner
+        .post(
+            &format!("/admin/operators/{admin_id}/pools"),
+            &[("pool", other.id.as_str())],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::SEE_OTHER, "{}", page.body);
+    assert_eq!(audit_total(&h).await, before + 1);
+    let (action, _, details) = last_audit(&h).await;
+    assert_eq!(action, "operator.update");
+    assert_eq!(details["pools_added"], json!([other.id]));
+    assert_eq!(details["pools_removed"], json!([h.info.pool_id]));
+    let page = a.get("/admin/pools").await;
+    assert!(
+        page.body.contains("Moved Pool") && !page.body.contains("Demo Pool"),
+        "the open session sees the new scope"
+    );
+    assert_eq!(
+        a.get(&format!("/admin/pools/{}", h.info.pool_id))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Refusals write nothing: an unknown Pool, an owner, an admin asking.
+    let before = audit_total(&h).await;
+    let (status, _) = api(
+        &owner,
+        reqwest::Method::POST,
+        &format!("/admin/api/operators/{admin_id}/pools"),
+        json!({"pool_ids": ["no-such-pool"]}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let owner_id = store
+        .find_operator_by_email(&h.info.admin_email)
+        .await
+        .expect("find")
+        .expect("owner")
+        .id;
+    let (status, _) = api(
+        &owner,
+        reqwest::Method::POST,
+        &format!("/admin/api/operators/{owner_id}/pools"),
+        json!({"pool_ids": []}),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let page = a
+        .post(
+            &format!("/admin/operators/{admin_id}/pools"),
+            &[("pool", h.info.pool_id.as_str())],
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::FORBIDDEN);
+    assert_eq!(audit_total(&h).await, before);
+    h.stop().await;
+}
+on_both_backends!(owner_edits_an_admins_pools, operator_pools_edit);

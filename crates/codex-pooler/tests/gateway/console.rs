@@ -2295,6 +2295,23 @@ impl ChangeFixture {
                 ],
                 StatusCode::CREATED,
             ),
+            ("POST", "/admin/operators/{operator_id}/pools") => {
+                let id = self.fresh_admin(h).await;
+                Change::form(
+                    format!("/admin/operators/{id}/pools"),
+                    &[("pool", pool)],
+                    StatusCode::SEE_OTHER,
+                )
+            }
+            ("POST", "/admin/api/operators/{operator_id}/pools") => {
+                let id = self.fresh_admin(h).await;
+                Change::json(
+                    Method::POST,
+                    format!("/admin/api/operators/{id}/pools"),
+                    json!({"pool_ids": [pool]}),
+                    StatusCode::OK,
+                )
+            }
             ("POST", "/admin/operators/{operator_id}/totp-reset") => {
                 let id = self.admin_with_totp(h).await;
                 Change::form(

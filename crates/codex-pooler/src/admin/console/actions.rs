@@ -470,6 +470,34 @@ pub async fn create_operator(
     }
 }
 
+/// Replaces an admin's assigned Pools (owner only). Their open sessions see
+/// the new scope on their next request.
+pub async fn set_operator_pools(
+    rt: &Runtime,
+    op: &Operator,
+    operator_id: &str,
+    pool_ids: &[String],
+) -> Result<(Vec<String>, Vec<String>), ConsoleError> {
+    op.require_owner()?;
+    let mut pools = pool_ids.to_vec();
+    pools.sort();
+    pools.dedup();
+    match rt
+        .store
+        .set_operator_pools(&op.actor(), operator_id, &pools)
+        .await
+    {
+        Ok(changed) => Ok(changed),
+        Err(StoreError::NotFound("admin")) => Err(ConsoleError::NotFound(
+            "no admin with this id (an owner sees every Pool and has no assignments)".into(),
+        )),
+        Err(StoreError::NotFound(_)) => Err(ConsoleError::Invalid(
+            "one of the chosen Pools does not exist (any more); reload the page".into(),
+        )),
+        Err(other) => Err(other.into()),
+    }
+}
+
 /// Deactivates (`deactivated`) or reactivates (`active`) an operator.
 pub async fn set_operator_status(
     rt: &Runtime,

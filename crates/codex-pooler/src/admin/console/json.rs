@@ -236,6 +236,24 @@ pub async fn set_operator_status(
     )
 }
 
+#[derive(Debug, Deserialize)]
+pub struct OperatorPoolsBody {
+    pool_ids: Vec<String>,
+}
+
+pub async fn set_operator_pools(
+    State(rt): State<Arc<Runtime>>,
+    Path(operator_id): Path<String>,
+    JsonPost(op, body): JsonPost<OperatorPoolsBody>,
+) -> ApiResult {
+    let (added, removed) =
+        actions::set_operator_pools(&rt, &op, &operator_id, &body.pool_ids).await?;
+    ok(
+        StatusCode::OK,
+        json!({"id": operator_id, "pools_added": added, "pools_removed": removed}),
+    )
+}
+
 pub async fn reset_operator_totp(
     State(rt): State<Arc<Runtime>>,
     Path(operator_id): Path<String>,

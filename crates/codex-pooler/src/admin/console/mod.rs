@@ -112,6 +112,8 @@ pub const MUTATING_ROUTES: &[(&str, &str)] = &[
     ("POST", "/admin/operators/{operator_id}/status"),
     ("POST", "/admin/operators/{operator_id}/totp-reset"),
     ("POST", "/admin/api/operators/{operator_id}/totp-reset"),
+    ("POST", "/admin/operators/{operator_id}/pools"),
+    ("POST", "/admin/api/operators/{operator_id}/pools"),
     ("POST", "/admin/api/pools"),
     ("POST", "/admin/api/pools/{pool_id}/settings"),
     ("POST", "/admin/api/pools/{pool_id}/status"),
@@ -227,6 +229,10 @@ pub fn router() -> Router<Arc<Runtime>> {
         .route(
             "/admin/operators/{operator_id}/totp-reset",
             post(pages::reset_operator_totp),
+        )
+        .route(
+            "/admin/operators/{operator_id}/pools",
+            post(pages::set_operator_pools),
         )
         .route(
             "/admin/password",
@@ -351,6 +357,10 @@ pub fn router() -> Router<Arc<Runtime>> {
         .route(
             "/admin/api/operators/{operator_id}/totp-reset",
             post(json::reset_operator_totp),
+        )
+        .route(
+            "/admin/api/operators/{operator_id}/pools",
+            post(json::set_operator_pools),
         )
         .route("/admin/api/audit-events", get(json::audit_events))
         .route("/admin/api/audit-events/{id}", get(json::audit_event));

@@ -78,6 +78,7 @@ fn notice(code: Option<&str>) -> Option<String> {
         "key_deleted" => "API key deleted, with its request history.",
         "operator_deactivated" => "Operator deactivated; their sessions were signed out.",
         "operator_active" => "Operator reactivated.",
+        "operator_pools" => "The admin's Pools were saved; they apply from their next request.",
         "operator_totp_reset" => {
             "Two-factor sign-in was turned off for that operator; they sign in with their password and can set it up again."
         }
@@ -582,6 +583,25 @@ pub async fn set_operator_status(
                 .into_response(),
         ),
         Err(err @ (ConsoleError::Invalid(_) | ConsoleError::Conflict(_))) => {
+            operators_page(&rt, &op, Some(err), None, None).await
+        }
+        Err(other) => Err(other),
+    }
+}
+
+pub async fn set_operator_pools(
+    State(rt): State<Arc<Runtime>>,
+    Path(operator_id): Path<String>,
+    FormPost(op, form): FormPost<Vec<(String, String)>>,
+) -> Result<Response, ConsoleError> {
+    let pools: Vec<String> = form
+        .into_iter()
+        .filter(|(k, _)| k == "pool")
+        .map(|(_, v)| v)
+        .collect();
+    match actions::set_operator_pools(&rt, &op, &operator_id, &pools).await {
+        Ok(_) => Ok(Redirect::to("/admin/operators?notice=operator_pools").into_response()),
+        Err(err @ ConsoleError::Invalid(_)) => {
             operators_page(&rt, &op, Some(err), None, None).await
         }
         Err(other) => Err(other),

@@ -406,7 +406,15 @@ pub struct OperatorView {
     pub must_change_password: bool,
     pub totp_enabled: bool,
     pub pools: String,
+    pub pool_ids: Vec<String>,
     pub created: String,
+}
+
+impl OperatorView {
+    /// Whether the operator is assigned the Pool `id` (the Pools form ticks it).
+    pub fn has_pool(&self, id: &str) -> bool {
+        self.pool_ids.iter().any(|p| p == id)
+    }
 }
 
 impl From<&OperatorSummary> for OperatorView {
@@ -419,6 +427,7 @@ impl From<&OperatorSummary> for OperatorView {
             active: o.status == "active",
             must_change_password: o.must_change_password,
             totp_enabled: o.totp_enabled,
+            pool_ids: o.pools.iter().map(|(id, _)| id.clone()).collect(),
             pools: if o.role == "owner" {
                 "all Pools".into()
             } else if o.pools.is_empty() {
