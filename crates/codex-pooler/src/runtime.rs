@@ -324,6 +324,11 @@ impl Runtime {
         now_secs() + self.clock_offset.load(Ordering::Relaxed)
     }
 
+    /// Unix milliseconds on the gateway's clock.
+    pub fn now_ms(&self) -> i64 {
+        now_ms() + self.clock_offset.load(Ordering::Relaxed) * 1000
+    }
+
     /// Moves the gateway's clock forward (tests that simulate the passage of time).
     pub fn advance_clock(&self, seconds: i64) {
         self.clock_offset.fetch_add(seconds, Ordering::Relaxed);

@@ -12,6 +12,9 @@ CREATE TABLE upstream_link_flows (
     secret_nonce BLOB NOT NULL,
     secret_key_version INTEGER NOT NULL,
     poll_interval_secs INTEGER NOT NULL,
+    -- When the gateway last asked the identity provider (gateway clock, ms):
+    -- polls come no faster than the provider's interval, whoever asks.
+    last_polled_at INTEGER,
     status TEXT NOT NULL,
     identity_id TEXT,
     error_code TEXT,

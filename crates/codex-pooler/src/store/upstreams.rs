@@ -305,6 +305,25 @@ impl Store {
             .bind(flow_id).bind(pool_id).fetch_optional(pool).await)?)
     }
 
+    /// Takes the right to ask the identity provider about a pending link now:
+    /// false when the last poll was less than `min_gap_ms` ago (the caller
+    /// then answers "still pending" without asking).
+    pub async fn claim_link_poll(
+        &self,
+        pool_id: &str,
+        flow_id: &str,
+        now_ms: i64,
+        min_gap_ms: i64,
+    ) -> StoreResult<bool> {
+        let claimed = with_pool!(self, pool => sqlx::query(
+            "UPDATE upstream_link_flows SET last_polled_at = $3
+             WHERE id = $1 AND pool_id = $2 AND status = 'pending'
+               AND (last_polled_at IS NULL OR last_polled_at <= $4)")
+            .bind(flow_id).bind(pool_id).bind(now_ms).bind(now_ms - min_gap_ms)
+            .execute(pool).await.map(|r| r.rows_affected()))?;
+        Ok(claimed == 1)
+    }
+
     /// Ends a pending link without an account: `expired` (no audit event —
     /// nobody acted) or `failed` with the upstream's error code (audited as
     /// the operator's failed link).

@@ -489,12 +489,27 @@ async fn device_code_link(backend: Backend) {
     assert!(page.body.contains("data-auto-submit-after="));
 
     // Not entered yet: still waiting, nothing written.
+    let token_polls = || {
+        h.sim
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/api/accounts/deviceauth/token")
+            .count()
+    };
     let before = audit_total(&h).await;
     let page = b.post(&format!("{flow_path}/poll"), &[]).await;
     assert_eq!(page.status, StatusCode::OK);
     assert!(page.body.contains("Not accepted yet"), "{}", page.body);
     assert_eq!(audit_total(&h).await, before);
     assert!(labels(&pool_json(&h, &pool.id).await).is_empty());
+    assert_eq!(token_polls(), 1);
+    // Asked again at once: still pending, and the provider is not asked
+    // faster than its interval.
+    let page = b.post(&format!("{flow_path}/poll"), &[]).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.body.contains("Not accepted yet"));
+    assert_eq!(token_polls(), 1, "no poll before the interval is over");
+    h.app.runtime.advance_clock(3);
 
     // Entered: the account joins the Pool, audited once; polling again is refused.
     let page = b.post(&format!("{flow_path}/poll"), &[]).await;
@@ -505,6 +520,12 @@ async fn device_code_link(backend: Backend) {
     assert_eq!(
         labels(&pool_json(&h, &pool.id).await),
         vec!["Linked account"]
+    );
+    let page = b.get(&format!("/admin/pools/{}", pool.id)).await;
+    assert!(
+        page.body
+            .contains("resets in <span data-countdown-seconds="),
+        "the linked account's quota windows are read at once"
     );
     let page = b.post(&format!("{flow_path}/poll"), &[]).await;
     assert_eq!(page.status, StatusCode::CONFLICT);
@@ -546,6 +567,7 @@ async fn device_code_link(backend: Backend) {
     let poll = format!("/admin/api/pools/{}/device-links/{flow_id}/poll", pool.id);
     let (_, first) = api(&b, reqwest::Method::POST, &poll, json!({})).await;
     assert_eq!(first["status"], "pending");
+    h.app.runtime.advance_clock(3);
     let (_, second) = api(&b, reqwest::Method::POST, &poll, json!({})).await;
     assert_eq!(second["status"], "completed", "{second}");
     assert_eq!(labels(&pool_json(&h, &pool.id).await).len(), 2);

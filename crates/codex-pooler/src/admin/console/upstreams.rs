@@ -342,6 +342,16 @@ pub async fn poll_device_link(
             "this device-code link expired before the code was entered; start a new one".into(),
         ));
     }
+    // No faster than the provider's interval, however often we are asked
+    // (a page left open in two tabs, a script): answer "pending" meanwhile.
+    let gap_ms = (flow.poll_interval_secs * 1000).saturating_sub(250);
+    if !rt
+        .store
+        .claim_link_poll(&pool.id, &flow.id, rt.now_ms(), gap_ms)
+        .await?
+    {
+        return Ok(LinkState::Pending(Box::new(flow)));
+    }
     let device_auth_id = rt
         .secret_box
         .open(&flow.id, &flow.secret_ciphertext, &flow.secret_nonce)
@@ -380,6 +390,7 @@ pub async fn poll_device_link(
                 }
             };
             rt.invalidate_caches();
+            read_usage_now(rt, &pool.id, &imported.identity_id).await;
             Ok(LinkState::Linked {
                 identity_id: imported.identity_id,
             })
@@ -394,6 +405,23 @@ pub async fn poll_device_link(
             Err(ConsoleError::Upstream(format!("{err}; start a new link")))
         }
     }
+}
+
+/// Reads a newly linked account's quota windows at once, so its row is not
+/// empty until the next usage poll. Best effort: a failure is only logged.
+async fn read_usage_now(rt: &Runtime, pool_id: &str, identity_id: &str) {
+    let Ok(Some(snapshot)) = rt.pool(pool_id).await else {
+        return;
+    };
+    if let Some(candidate) = snapshot
+        .candidates
+        .iter()
+        .find(|c| c.identity.id == identity_id)
+        && let Err(err) = crate::jobs::read_account_usage(rt, candidate).await
+    {
+        tracing::debug!(identity = %identity_id, error = %err, "first usage read failed");
+    }
+    rt.recorder.flush().await;
 }
 
 // ---- pages ----
