@@ -173,9 +173,79 @@ impl Health {
     }
 }
 
+/// Failed sign-ins per (email, client address) in a fixed 15-minute window,
+/// kept in memory per instance: after [`SIGN_IN_FAILURE_LIMIT`] failures the
+/// password step is refused until the window ends, even with the right
+/// password. Bounded: when it holds too many keys, ended windows are dropped
+/// first, then everything.
+#[derive(Debug, Default)]
+pub struct SignInThrottle {
+    failures: Mutex<HashMap<String, (u32, i64)>>,
+}
+
+pub const SIGN_IN_FAILURE_LIMIT: u32 = 10;
+pub const SIGN_IN_WINDOW_SECS: i64 = 15 * 60;
+const SIGN_IN_MAX_KEYS: usize = 10_000;
+
+impl SignInThrottle {
+    /// Seconds until `key` may try again, when it is blocked at `now`.
+    pub fn blocked_for(&self, key: &str, now: i64) -> Option<i64> {
+        let map = self.failures.lock().ok()?;
+        let (count, start) = *map.get(key)?;
+        let ends = start + SIGN_IN_WINDOW_SECS;
+        (count >= SIGN_IN_FAILURE_LIMIT && now < ends).then_some(ends - now)
+    }
+
+    /// Counts a failed sign-in of `key` at `now`.
+    pub fn fail(&self, key: &str, now: i64) {
+        let Ok(mut map) = self.failures.lock() else {
+            return;
+        };
+        if map.len() >= SIGN_IN_MAX_KEYS && !map.contains_key(key) {
+            map.retain(|_, (_, start)| now < *start + SIGN_IN_WINDOW_SECS);
+            if map.len() >= SIGN_IN_MAX_KEYS {
+                map.clear();
+            }
+        }
+        let entry = map.entry(key.to_owned()).or_insert((0, now));
+        if now >= entry.1 + SIGN_IN_WINDOW_SECS {
+            *entry = (0, now);
+        }
+        entry.0 += 1;
+    }
+
+    /// Forgets `key` after a successful sign-in.
+    pub fn succeed(&self, key: &str) {
+        if let Ok(mut map) = self.failures.lock() {
+            map.remove(key);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sign_in_throttle_blocks_after_the_limit_until_the_window_ends() {
+        let t = SignInThrottle::default();
+        for _ in 0..SIGN_IN_FAILURE_LIMIT - 1 {
+            t.fail("a|ip", 100);
+        }
+        assert_eq!(t.blocked_for("a|ip", 100), None);
+        t.fail("a|ip", 100);
+        assert_eq!(t.blocked_for("a|ip", 160), Some(SIGN_IN_WINDOW_SECS - 60));
+        assert_eq!(t.blocked_for("b|ip", 160), None, "per key");
+        assert_eq!(t.blocked_for("a|ip", 100 + SIGN_IN_WINDOW_SECS), None);
+        t.fail("a|ip", 100 + SIGN_IN_WINDOW_SECS);
+        assert_eq!(
+            t.blocked_for("a|ip", 100 + SIGN_IN_WINDOW_SECS),
+            None,
+            "a new window"
+        );
+        t.succeed("a|ip");
+        assert_eq!(t.blocked_for("a|ip", 100), None);
+    }
 
     #[test]
     fn the_circuit_opens_after_three_failures_and_lets_one_probe_through_after_sixty_seconds() {

@@ -225,6 +225,8 @@ pub struct Runtime {
     /// Seconds added to the wall clock (tests move time forward with it).
     clock_offset: AtomicI64,
     pub health: crate::health::Health,
+    /// Failed console sign-ins per (email, address), this instance only.
+    pub sign_in_throttle: crate::health::SignInThrottle,
     /// This process's identity in `gateway_instances`.
     pub instance_id: String,
     /// SQLite only: the turn at the write lock that the recorder and key
@@ -303,6 +305,7 @@ impl Runtime {
             turn_pins: Mutex::new(HashMap::new()),
             clock_offset: AtomicI64::new(0),
             health: crate::health::Health::default(),
+            sign_in_throttle: crate::health::SignInThrottle::default(),
             instance_id,
             write_gate,
         }

@@ -926,7 +926,14 @@ async fn readiness_shows_routing_health(backend: Backend) {
     let _ = r.text().await;
     let page = b.get(&format!("/admin/pools/{}", h.info.pool_id)).await;
     assert!(!page.body.contains("circuit open"), "{}", page.body);
-    assert!(page.body.contains("last success 0s ago"), "{}", page.body);
+    // "0s ago", or a second or two later on a busy machine.
+    assert!(
+        ["0s", "1s", "2s", "3s"]
+            .iter()
+            .any(|ago| page.body.contains(&format!("last success {ago} ago"))),
+        "{}",
+        page.body
+    );
     h.stop().await;
 }
 on_both_backends!(

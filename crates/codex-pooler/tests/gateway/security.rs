@@ -1560,3 +1560,64 @@ on_both_backends!(
     two_factor_setup_needs_the_password_and_the_owner_can_reset_it,
     two_factor_setup_and_owner_reset
 );
+
+/// Ten failed sign-ins for one email from one address: the password step is
+/// refused for the rest of the 15 minutes, even with the right password,
+/// while other emails still sign in; nothing is written either way.
+async fn failed_sign_ins_are_throttled(backend: Backend) {
+    let h = Harness::start(backend).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let login = |email: String, password: String| {
+        let client = client.clone();
+        let url = format!("{}/login", h.app.base_url());
+        async move {
+            let r = client
+                .post(url)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(
+                    serde_urlencoded::to_string([("email", email), ("password", password)])
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .expect("login");
+            let status = r.status();
+            (status, r.text().await.unwrap_or_default())
+        }
+    };
+    control::create_operator(
+        &h.app.runtime.store,
+        &AuditActor::cli(),
+        "other@example.test",
+        "other-password-1",
+        "admin",
+    )
+    .await
+    .expect("operator");
+    let before = security_state(&h).await;
+    for _ in 0..10 {
+        let (status, _) = login(h.info.admin_email.clone(), "wrong".into()).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let (status, body) = login(h.info.admin_email.clone(), h.info.admin_password.clone()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        body.contains("Too many failed sign-ins for this email"),
+        "{body}"
+    );
+    assert_eq!(security_state(&h).await, before, "nothing written");
+    let (status, _) = login("other@example.test".into(), "other-password-1".into()).await;
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "another email is not affected"
+    );
+    h.stop().await;
+}
+on_both_backends!(
+    ten_failed_sign_ins_throttle_the_password_step,
+    failed_sign_ins_are_throttled
+);

@@ -226,6 +226,26 @@ pub async fn login(
     if is_cross_origin(&parts.headers) {
         return Err(ConsoleError::cross_origin());
     }
+    let throttle_key = format!(
+        "{}|{}",
+        form.email.trim().to_ascii_lowercase(),
+        super::session::client_ip(&parts).unwrap_or_default()
+    );
+    let now = crate::time::now_secs();
+    if let Some(wait) = rt.sign_in_throttle.blocked_for(&throttle_key, now) {
+        return Ok(render(
+            &LoginPage {
+                chrome: Chrome::signed_out(),
+                email: form.email.trim().to_owned(),
+                error: Some(format!(
+                    "Too many failed sign-ins for this email from your address. Try again in {} minutes.",
+                    (wait + 59) / 60
+                )),
+                notice: None,
+            },
+            StatusCode::TOO_MANY_REQUESTS,
+        ));
+    }
     let found = rt.store.find_operator_by_email(&form.email).await?;
     let hash = found
         .as_ref()
@@ -233,8 +253,12 @@ pub async fn login(
         .unwrap_or_else(dummy_hash);
     let verified = verify_password(hash, form.password.clone()).await;
     let operator = match found {
-        Some(o) if verified && o.status == "active" => o,
+        Some(o) if verified && o.status == "active" => {
+            rt.sign_in_throttle.succeed(&throttle_key);
+            o
+        }
         _ => {
+            rt.sign_in_throttle.fail(&throttle_key, now);
             return Ok(render(
                 &LoginPage {
                     chrome: Chrome::signed_out(),
