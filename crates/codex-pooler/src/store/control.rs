@@ -79,6 +79,28 @@ macro_rules! insert_audit {
 }
 pub(super) use insert_audit;
 
+/// Inside a change's transaction (after its first write, so a SQLite
+/// transaction never upgrades from a read): refuses a missing Pool and an
+/// archived one, which takes no new accounts, keys or links.
+macro_rules! refuse_archived_pool {
+    ($tx:expr, $pool_id:expr) => {{
+        let status: Option<(String,)> = sqlx::query_as("SELECT status FROM pools WHERE id = $1")
+            .bind($pool_id)
+            .fetch_optional(&mut *$tx)
+            .await?;
+        match status {
+            None => return Err(StoreError::NotFound("Pool")),
+            Some((s,)) if s == "archived" => {
+                return Err(StoreError::Refused(
+                    "this Pool is archived: it takes no new accounts or keys",
+                ));
+            }
+            Some(_) => {}
+        }
+    }};
+}
+pub(super) use refuse_archived_pool;
+
 #[derive(Debug, Clone, FromRow)]
 pub struct OperatorRow {
     pub id: String,
@@ -387,16 +409,7 @@ impl Store {
                     .bind(sealed.key_version).bind(identity.access_token_expires_at).bind(now)
                     .execute(&mut *tx).await?;
             }
-            // After the identity's write (see `create_api_key`).
-            let status: Option<(String,)> = sqlx::query_as("SELECT status FROM pools WHERE id = $1")
-                .bind(pool_id).fetch_optional(&mut *tx).await?;
-            match status {
-                None => return Err(StoreError::NotFound("Pool")),
-                Some((s,)) if s == "archived" => {
-                    return Err(StoreError::Refused("this Pool is archived: it takes no new accounts or keys"));
-                }
-                Some(_) => {}
-            }
+            refuse_archived_pool!(tx, pool_id);
             let assignment: Option<(String,)> = sqlx::query_as(
                 "SELECT id FROM pool_assignments WHERE pool_id = $1 AND identity_id = $2")
                 .bind(pool_id).bind(&identity_id).fetch_optional(&mut *tx).await?;
@@ -465,17 +478,7 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx).await
                 .map_err(|e| StoreError::from_insert(e, "API key"))?;
-            // Checked after the insert: on SQLite a transaction that reads
-            // first cannot always upgrade to a write (SQLITE_BUSY_SNAPSHOT).
-            let status: Option<(String,)> = sqlx::query_as("SELECT status FROM pools WHERE id = $1")
-                .bind(&key.pool_id).fetch_optional(&mut *tx).await?;
-            match status {
-                None => return Err(StoreError::NotFound("Pool")),
-                Some((s,)) if s == "archived" => {
-                    return Err(StoreError::Refused("this Pool is archived: it takes no new accounts or keys"));
-                }
-                Some(_) => {}
-            }
+            refuse_archived_pool!(tx, &key.pool_id);
             let mut fields = vec!["display_name", "expires_at", "allowed_models", "enforced_model"];
             if p != &super::KeyPolicy::default() {
                 fields.push("policy");

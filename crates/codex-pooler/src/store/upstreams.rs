@@ -8,7 +8,7 @@
 use serde::Serialize;
 use sqlx::FromRow;
 
-use super::control::insert_audit;
+use super::control::{insert_audit, refuse_archived_pool};
 use super::{
     AuditActor, AuditEntry, PoolScope, SealedSecret, Store, StoreError, StoreResult, with_pool,
 };
@@ -133,15 +133,7 @@ impl Store {
             let added = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(scope.operator()).bind(pool_id).bind(&assignment_id).bind(now_ms()).bind(identity_id)
                 .execute(&mut *tx).await?.rows_affected();
-            let status: Option<(String,)> = sqlx::query_as("SELECT status FROM pools WHERE id = $1")
-                .bind(pool_id).fetch_optional(&mut *tx).await?;
-            match status {
-                None => return Err(StoreError::NotFound("Pool")),
-                Some((s,)) if s == "archived" => {
-                    return Err(StoreError::Refused("this Pool is archived: it takes no new accounts or keys"));
-                }
-                Some(_) => {}
-            }
+            refuse_archived_pool!(tx, pool_id);
             if added != 1 {
                 return Err(StoreError::NotFound("account you can add to this Pool"));
             }

@@ -155,6 +155,21 @@ pub async fn page(
 #[derive(Debug, Deserialize)]
 pub struct Empty {}
 
+/// Whether `given` is the signed-in operator's current password (asked again
+/// before changes a session alone must not make).
+async fn password_confirmed(
+    rt: &Runtime,
+    op: &Operator,
+    given: &str,
+) -> Result<bool, ConsoleError> {
+    let stored = rt
+        .store
+        .find_operator(&op.id)
+        .await?
+        .ok_or(ConsoleError::Unauthenticated)?;
+    Ok(verify_password(stored.password_hash, given.to_owned()).await)
+}
+
 /// Starts enrolment: a new secret, sealed and stored as pending (replacing an
 /// earlier pending one), shown once as base32 and as an `otpauth://` URI.
 pub async fn setup_totp(
@@ -163,12 +178,7 @@ pub async fn setup_totp(
 ) -> Result<Response, ConsoleError> {
     // A session left open must not be enough to put a second factor the
     // operator does not hold on their account: the password is asked again.
-    let stored = rt
-        .store
-        .find_operator(&op.id)
-        .await?
-        .ok_or(ConsoleError::Unauthenticated)?;
-    if !verify_password(stored.password_hash, form.current_password.clone()).await {
+    if !password_confirmed(&rt, &op, &form.current_password).await? {
         let err = ConsoleError::Invalid(
             "the current password is incorrect; two-factor sign-in was not set up".into(),
         );
@@ -306,12 +316,7 @@ pub async fn disable_totp(
     State(rt): State<Arc<Runtime>>,
     FormPost(op, form): FormPost<DisableForm>,
 ) -> Result<Response, ConsoleError> {
-    let stored = rt
-        .store
-        .find_operator(&op.id)
-        .await?
-        .ok_or(ConsoleError::Unauthenticated)?;
-    if !verify_password(stored.password_hash, form.current_password.clone()).await {
+    if !password_confirmed(&rt, &op, &form.current_password).await? {
         let err = ConsoleError::Invalid(
             "the current password is incorrect; two-factor sign-in stays on".into(),
         );

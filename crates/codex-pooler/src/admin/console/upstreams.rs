@@ -464,6 +464,21 @@ fn back_to_pool(pool_id: &str, notice: &str) -> Response {
     Redirect::to(&format!("/admin/pools/{pool_id}?notice={notice}#upstreams")).into_response()
 }
 
+/// A change of an account answered as a page: back to the Pool with the
+/// notice, or the Pool page again with the reason it was refused.
+async fn answer<T>(
+    rt: &Runtime,
+    op: &Operator,
+    pool_id: &str,
+    done: Result<T, ConsoleError>,
+    notice: &str,
+) -> Result<Response, ConsoleError> {
+    match done {
+        Ok(_) => Ok(back_to_pool(pool_id, notice)),
+        Err(err) => refused(rt, op, pool_id, err, PoolFormsEcho::default()).await,
+    }
+}
+
 #[derive(Debug, Deserialize)]
 pub struct AssignForm {
     #[serde(default)]
@@ -475,10 +490,8 @@ pub async fn assign_page(
     Path(pool_id): Path<String>,
     FormPost(op, form): FormPost<AssignForm>,
 ) -> Result<Response, ConsoleError> {
-    match assign_upstream(&rt, &op, &pool_id, &form.identity_id).await {
-        Ok(_) => Ok(back_to_pool(&pool_id, "upstream_assigned")),
-        Err(err) => refused(&rt, &op, &pool_id, err, PoolFormsEcho::default()).await,
-    }
+    let done = assign_upstream(&rt, &op, &pool_id, &form.identity_id).await;
+    answer(&rt, &op, &pool_id, done, "upstream_assigned").await
 }
 
 #[derive(Debug, Deserialize)]
@@ -492,10 +505,8 @@ pub async fn rename_page(
     Path((pool_id, identity_id)): Path<(String, String)>,
     FormPost(op, form): FormPost<LabelForm>,
 ) -> Result<Response, ConsoleError> {
-    match rename_upstream(&rt, &op, &pool_id, &identity_id, &form.label).await {
-        Ok(()) => Ok(back_to_pool(&pool_id, "upstream_renamed")),
-        Err(err) => refused(&rt, &op, &pool_id, err, PoolFormsEcho::default()).await,
-    }
+    let done = rename_upstream(&rt, &op, &pool_id, &identity_id, &form.label).await;
+    answer(&rt, &op, &pool_id, done, "upstream_renamed").await
 }
 
 pub async fn refresh_page(
@@ -503,10 +514,8 @@ pub async fn refresh_page(
     Path((pool_id, identity_id)): Path<(String, String)>,
     FormPost(op, _): FormPost<Value>,
 ) -> Result<Response, ConsoleError> {
-    match refresh_upstream(&rt, &op, &pool_id, &identity_id).await {
-        Ok(_) => Ok(back_to_pool(&pool_id, "upstream_refreshed")),
-        Err(err) => refused(&rt, &op, &pool_id, err, PoolFormsEcho::default()).await,
-    }
+    let done = refresh_upstream(&rt, &op, &pool_id, &identity_id).await;
+    answer(&rt, &op, &pool_id, done, "upstream_refreshed").await
 }
 
 #[derive(Debug, Deserialize)]
@@ -520,10 +529,8 @@ pub async fn credentials_page(
     Path((pool_id, identity_id)): Path<(String, String)>,
     FormPost(op, form): FormPost<CredentialsForm>,
 ) -> Result<Response, ConsoleError> {
-    match replace_credentials(&rt, &op, &pool_id, &identity_id, &form.auth_json).await {
-        Ok(()) => Ok(back_to_pool(&pool_id, "replaced")),
-        Err(err) => refused(&rt, &op, &pool_id, err, PoolFormsEcho::default()).await,
-    }
+    let done = replace_credentials(&rt, &op, &pool_id, &identity_id, &form.auth_json).await;
+    answer(&rt, &op, &pool_id, done, "replaced").await
 }
 
 #[derive(Debug, Deserialize)]
@@ -537,10 +544,8 @@ pub async fn delete_page(
     Path((pool_id, identity_id)): Path<(String, String)>,
     FormPost(op, form): FormPost<DeleteForm>,
 ) -> Result<Response, ConsoleError> {
-    match delete_upstream(&rt, &op, &pool_id, &identity_id, &form.confirm_label).await {
-        Ok(_) => Ok(back_to_pool(&pool_id, "upstream_deleted")),
-        Err(err) => refused(&rt, &op, &pool_id, err, PoolFormsEcho::default()).await,
-    }
+    let done = delete_upstream(&rt, &op, &pool_id, &identity_id, &form.confirm_label).await;
+    answer(&rt, &op, &pool_id, done, "upstream_deleted").await
 }
 
 #[derive(Debug, Deserialize)]
